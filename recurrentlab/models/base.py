@@ -1,0 +1,114 @@
+"""The carry contract shared by every model, and the registry that builds models by name.
+
+Every model is a sequence model with explicit state::
+
+    carry = model.init_carry(batch_size)
+    logits, carry = model(tokens, carry, train=False, key=None)
+
+Shapes: ``tokens`` Int[B, S] (b batch, s segment length), ``logits`` Float[B, S, V].
+The carry is a pytree whose every leaf has the batch axis first, so a trainer can reset the
+carry of single streams (``reset_carry``) and shard it with its streams. Stateless models
+return ``()``. Randomness is explicit: ``key`` drives dropout when ``train=True`` and models
+never mutate RNG state, so a call can sit inside ``jax.lax.scan`` and ``jax.checkpoint``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from recurrentlab.errors import ConfigError
+
+Carry = Any  # a pytree of arrays, batch axis first; () when stateless
+
+
+class SequenceModel(nnx.Module):
+    """Base class of every model: ``(tokens, carry) -> (logits, carry)``."""
+
+    vocab_size: int
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        """The model's hyperparameters with their defaults (``config.model`` minus ``name``)."""
+        raise NotImplementedError
+
+    def init_carry(self, batch_size: int) -> Carry:
+        """The state before the first token of a stream."""
+        raise NotImplementedError
+
+    def __call__(
+        self, tokens: jax.Array, carry: Carry, *, train: bool = False, key: jax.Array | None = None
+    ) -> tuple[jax.Array, Carry]:
+        raise NotImplementedError
+
+
+def reset_carry(carry: Carry, fresh: Carry, reset: jax.Array) -> Carry:
+    """Replace the carry of the streams where ``reset`` (Bool[B]) is true by ``fresh``."""
+
+    def pick(old, new):
+        mask = reset.reshape((-1,) + (1,) * (old.ndim - 1))
+        return jnp.where(mask, new, old)
+
+    return jax.tree.map(pick, carry, fresh)
+
+
+_REGISTRY: dict[str, type[SequenceModel]] = {}
+
+
+def register_model(name: str) -> Callable[[type[SequenceModel]], type[SequenceModel]]:
+    """Class decorator: make a model buildable as ``config.model.name = name``."""
+
+    def decorate(cls: type[SequenceModel]) -> type[SequenceModel]:
+        _REGISTRY[name] = cls
+        cls.registry_name = name
+        return cls
+
+    return decorate
+
+
+def registered_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def model_class(name: str) -> type[SequenceModel]:
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, _REGISTRY, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(
+            f"unknown model '{name}'.{hint} Known models: {', '.join(registered_models())}."
+        )
+    return _REGISTRY[name]
+
+
+def model_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
+    """``config.model`` for a registered model: its defaults, ``name``, then ``overrides``."""
+    config = model_class(name).default_config()
+    config.name = name
+    for key, value in overrides.items():
+        if key not in config:
+            close = difflib.get_close_matches(key, list(config.keys()), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"model '{name}' has no field '{key}'.{hint}")
+        config[key] = value
+    return config
+
+
+def build_model(config: ml_collections.ConfigDict, *, vocab_size: int, seed: int) -> SequenceModel:
+    """Build ``config.name`` with the other fields of ``config`` as keyword arguments."""
+    cls = model_class(config.name)
+    fields = {k: v for k, v in config.items() if k != "name"}
+    known = cls.default_config()
+    for key in fields:
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known.keys()), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"model '{config.name}' has no field '{key}'.{hint}")
+    fields = {k: (v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v)
+              for k, v in fields.items()}
+    return cls(vocab_size=vocab_size, rngs=nnx.Rngs(seed), **fields)
