@@ -1,0 +1,133 @@
+"""The ``recurrentlab`` command: a thin layer over importable functions.
+
+    recurrentlab train  --config FILE[:ARG] [--config.a.b=v ...] --workdir DIR
+    recurrentlab eval   --workdir DIR [--split valid|test] [--step N] [--config.data.x=v ...]
+    recurrentlab sample --workdir DIR --prompt TEXT --length N [--temperature T] [--top-k K]
+    recurrentlab models
+
+Errors caused by input (config, data, workdir) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from recurrentlab.errors import RecurrentLabError
+
+
+def _load_config(spec: str, overrides: list[str]):
+    from recurrentlab.config import apply_overrides, load_config_file
+
+    path, _, arg = spec.partition(":")
+    config = load_config_file(path, arg or None)
+    apply_overrides(config, overrides)
+    return config
+
+
+def cmd_train(args, overrides) -> int:
+    from recurrentlab.train.trainer import train_and_evaluate
+
+    config = _load_config(args.config, overrides)
+    summary = train_and_evaluate(config, args.workdir)
+    print(json.dumps({"workdir": str(args.workdir), "final": summary["final"]}, indent=2))
+    return 0
+
+
+def cmd_eval(args, overrides) -> int:
+    from recurrentlab.train.evaluate import evaluate
+    from recurrentlab.train.trainer import load_trained
+
+    config, dataset, model, step = load_trained(args.workdir, step=args.step, overrides=overrides)
+    t = config.train
+    metrics = evaluate(model, dataset, split=args.split, batch_size=config.eval.batch_size,
+                       segment_len=config.eval.segment_len or t.segment_len,
+                       window_segments=t.bptt_segments, max_windows=config.eval.max_windows)
+    result = {"split": args.split, "step": step, "overrides": overrides, **metrics}
+    out = Path(args.workdir) / f"eval_{args.split}_step{step}.json"
+    if not out.exists():  # results already written are never overwritten
+        out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_sample(args, overrides) -> int:
+    from recurrentlab.sample import generate
+    from recurrentlab.train.trainer import load_trained
+
+    config, dataset, model, _ = load_trained(args.workdir, step=args.step, overrides=overrides)
+    prompt = dataset.encode(args.prompt)
+    if len(prompt) == 0:
+        raise RecurrentLabError("--prompt is empty; give at least one character")
+    tokens = generate(model, prompt, args.length, segment_len=config.train.segment_len,
+                      temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+    print(args.prompt + dataset.decode(tokens))
+    return 0
+
+
+def cmd_models(args, overrides) -> int:
+    from recurrentlab.models import registered_models
+
+    print("\n".join(registered_models()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recurrentlab", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a config in a workdir (resumes it if present)")
+    train.add_argument("--config", required=True, help="config file, optionally FILE:ARG")
+    train.add_argument("--workdir", required=True, type=Path)
+    train.set_defaults(run=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a run's checkpoint on a split")
+    ev.add_argument("--workdir", required=True, type=Path)
+    ev.add_argument("--split", default="valid", choices=("train", "valid", "test"))
+    ev.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+    ev.set_defaults(run=cmd_eval)
+
+    sample = sub.add_parser("sample", help="generate text from a trained run")
+    sample.add_argument("--workdir", required=True, type=Path)
+    sample.add_argument("--prompt", required=True)
+    sample.add_argument("--length", type=int, default=200)
+    sample.add_argument("--temperature", type=float, default=1.0)
+    sample.add_argument("--top-k", type=int, default=0)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--step", type=int, default=None)
+    sample.set_defaults(run=cmd_sample)
+
+    models = sub.add_parser("models", help="list registered models")
+    models.set_defaults(run=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides, rest, i = [], [], 0
+    while i < len(argv):  # '--config.a.b=v' and '--config.a.b v' are overrides
+        item = argv[i]
+        if item.startswith("--config.") and "=" not in item and i + 1 < len(argv):
+            overrides.append(f"{item}={argv[i + 1]}")
+            i += 1
+        elif item.startswith("--config."):
+            overrides.append(item)
+        else:
+            rest.append(item)
+        i += 1
+    args = build_parser().parse_args(rest)
+    try:
+        return args.run(args, overrides)
+    except RecurrentLabError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume from the last checkpoint",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

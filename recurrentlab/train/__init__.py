@@ -1,0 +1,1 @@
+"""Truncated-BPTT training, evaluation, checkpoints and logging."""

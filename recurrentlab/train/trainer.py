@@ -1,0 +1,265 @@
+"""``train_and_evaluate(config, workdir)``: truncated-BPTT training of any registered model.
+
+A step takes window ``t`` (``W = K*S`` tokens per stream, a pure function of ``t``), resets
+the carry of streams that start afresh, scans the K segments (``step.window_loss``), applies
+one optimiser update and hands the carry to the next step under ``stop_gradient`` (or resets
+it when ``train.carry_across_windows`` is false). The train state — params, optimiser state,
+carry, step, base key — is checkpointed, so a resumed run continues bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from recurrentlab.config import config_hash, to_json, validate
+from recurrentlab.data import build_dataset
+from recurrentlab.errors import ConfigError, NonFiniteError, WorkdirError
+from recurrentlab.models import build_model, reset_carry
+from recurrentlab.train.checkpoint import Checkpoints
+from recurrentlab.train.evaluate import evaluate
+from recurrentlab.train.logging import MetricWriter
+from recurrentlab.train.optim import make_optimizer
+from recurrentlab.train.step import window_loss
+from recurrentlab.train.workdir import code_version, prepare_workdir, read_summary, write_summary
+
+
+def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
+    """A 1-D ``data`` mesh; the global batch (streams) must divide over it."""
+    devices = jax.devices()
+    n = config.mesh.data_axis or len(devices)
+    if n > len(devices):
+        raise ConfigError(f"mesh.data_axis={n} but only {len(devices)} devices are visible")
+    for name, batch in (("train.batch_size", config.train.batch_size),
+                        ("eval.batch_size", config.eval.batch_size)):
+        if batch % n:
+            raise ConfigError(f"{name}={batch} does not divide over {n} devices; "
+                              f"use a multiple of {n} or set mesh.data_axis")
+    return Mesh(np.array(devices[:n]), ("data",))
+
+
+class Placement:
+    """Where arrays live: batch and carry split over ``data``, parameters replicated."""
+
+    def __init__(self, mesh: Mesh):
+        self.mesh = mesh
+        self.sharded = NamedSharding(mesh, PartitionSpec("data"))
+        self.replicated = NamedSharding(mesh, PartitionSpec())
+
+    def batch(self, tree: Any) -> Any:
+        return jax.device_put(tree, self.sharded)
+
+    def replicate(self, tree: Any) -> Any:
+        return jax.device_put(tree, self.replicated)
+
+
+def build_run(config: ml_collections.ConfigDict):
+    """Validate ``config`` and build its dataset and model."""
+    validate(config)
+    dataset = build_dataset(config.data, seed=config.seed)
+    t = config.train
+    dataset.check_layout(t.batch_size, t.segment_len * t.bptt_segments)
+    model = build_model(config.model, vocab_size=dataset.vocab_size, seed=config.seed)
+    return dataset, model
+
+
+def eval_model(model: nnx.Module, config: ml_collections.ConfigDict, vocab_size: int):
+    """``model`` itself, or a copy built with ``config.eval.model_overrides`` sharing its params."""
+    overrides = config.eval.model_overrides.to_dict()
+    if not overrides:
+        return model
+    model_config = ml_collections.ConfigDict(config.model.to_dict())
+    model_config.update(overrides)
+    evaluated = build_model(model_config, vocab_size=vocab_size, seed=config.seed)
+    nnx.update(evaluated, nnx.state(model, nnx.Param))
+    return evaluated
+
+
+def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.GradientTransformation):
+    t = config.train
+
+    def train_step(state: dict[str, Any], rest: Any, fresh_carry: Any, batch: dict[str, Any]):
+        reset = batch["reset"] | (not t.carry_across_windows)
+        carry = reset_carry(state["carry"], fresh_carry, reset)
+        key = jax.random.fold_in(jax.random.fold_in(state["rng"], 1), state["step"])
+
+        def loss_fn(params):
+            model = nnx.merge(graphdef, params, rest)
+            return window_loss(model, carry, batch, segment_len=t.segment_len, train=True,
+                               key=key, remat=t.remat, unroll=t.scan_unroll)
+
+        (loss, (carry_out, totals)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state["params"])
+        grad_norm = optax.global_norm(grads)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        new_state = {
+            "params": keep(params, state["params"]),
+            "opt_state": keep(opt_state, state["opt_state"]),
+            "carry": keep(jax.lax.stop_gradient(carry_out), state["carry"]),
+            "step": state["step"] + 1,
+            "rng": state["rng"],
+        }
+        metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite,
+                   "accuracy": totals["correct"] / jnp.maximum(totals["count"], 1.0)}
+        return new_state, metrics
+
+    return jax.jit(train_step)
+
+
+def init_train_state(model: nnx.Module, config: ml_collections.ConfigDict,
+                     tx: optax.GradientTransformation, placement: Placement):
+    """``(graphdef, state, rest, fresh_carry)``: the state a run starts from (or restores into)."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    fresh_carry = placement.batch(model.init_carry(config.train.batch_size))
+    state = {
+        "params": placement.replicate(params),
+        "opt_state": placement.replicate(tx.init(params)),
+        "carry": fresh_carry,
+        "step": placement.replicate(jnp.asarray(0, jnp.int32)),
+        "rng": placement.replicate(jax.random.PRNGKey(config.seed)),
+    }
+    return graphdef, state, placement.replicate(rest), fresh_carry
+
+
+def load_trained(workdir: str | Path, *, step: int | None = None,
+                 overrides: list[str] | None = None):
+    """``(config, dataset, model)`` of a run workdir with the parameters of its checkpoint.
+
+    ``overrides`` (``--config.a.b=v`` strings) may change evaluation fields (data, eval).
+    """
+    from recurrentlab.config import apply_overrides, from_json
+
+    workdir = Path(workdir)
+    if not (workdir / "config.json").exists():
+        raise WorkdirError(f"{workdir} holds no run (no config.json); train one with "
+                           f"'recurrentlab train --config FILE --workdir {workdir}'")
+    config = from_json((workdir / "config.json").read_text())
+    apply_overrides(config, overrides or [])
+    dataset, model = build_run(config)
+    placement = Placement(make_mesh(config))
+    tx = make_optimizer(config.train)
+    graphdef, state, rest, _ = init_train_state(model, config, tx, placement)
+    checkpoints = Checkpoints(workdir / "checkpoints", keep=config.train.keep_checkpoints)
+    try:
+        step = checkpoints.latest_step() if step is None else step
+        if step is None:
+            raise WorkdirError(f"{workdir} has no checkpoint yet; train it first")
+        if step not in checkpoints.all_steps():
+            raise WorkdirError(f"{workdir} has no checkpoint at step {step}; it has "
+                               f"{checkpoints.all_steps()}")
+        state, _ = checkpoints.restore(step, state)
+    finally:
+        checkpoints.close()
+    return config, dataset, nnx.merge(graphdef, state["params"], rest), step
+
+
+def _check_finite(pending: list[tuple[int, Any]], last_good: int | None) -> None:
+    for step, finite in pending:
+        if not bool(finite):
+            kept = f"checkpoint step {last_good} is kept" if last_good else "no checkpoint yet"
+            raise NonFiniteError(
+                f"loss or gradients became NaN/Inf at step {step} ({kept}); lower train.lr, "
+                f"set train.clip_norm, or check the data"
+            )
+    pending.clear()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
+    """Train ``config`` in ``workdir`` (resuming what is there) and return the summary."""
+    dataset, model = build_run(config)
+    workdir = prepare_workdir(workdir, config)
+    finished = read_summary(workdir)
+    if finished is not None:
+        return finished
+
+    t = config.train
+    window_len = t.segment_len * t.bptt_segments
+    placement = Placement(make_mesh(config))
+    tx = make_optimizer(t)
+    graphdef, state, rest, fresh_carry = init_train_state(model, config, tx, placement)
+
+    checkpoints = Checkpoints(workdir / "checkpoints", keep=t.keep_checkpoints)
+    start = checkpoints.latest_step()
+    if start is not None:
+        state, _ = checkpoints.restore(start, state)
+    start = int(state["step"])
+    meta = {"config": to_json(config), "config_hash": config_hash(config),
+            "code_version": code_version()}
+
+    writer = MetricWriter(workdir, total_steps=t.num_steps, start_step=start,
+                          progress_bar=t.progress_bar, is_main=jax.process_index() == 0)
+    if start:
+        writer.write("resume", start, {})
+    train_step = make_train_step(graphdef, config, tx)
+    run_eval = lambda split: evaluate(
+        eval_model(nnx.merge(graphdef, state["params"], rest), config, dataset.vocab_size),
+        dataset, split=split, batch_size=config.eval.batch_size,
+        segment_len=config.eval.segment_len or t.segment_len, window_segments=t.bptt_segments,
+        max_windows=config.eval.max_windows, put=placement.batch)
+
+    pending: list[tuple[int, Any]] = []
+    last_good = start or None
+    started = time.time()
+    mark, mark_step, compile_seconds = time.time(), start, None
+    try:
+        for step in range(start, t.num_steps):
+            batch = placement.batch(dataset.train_window(step, t.batch_size, window_len))
+            state, metrics = train_step(state, rest, fresh_carry, batch)
+            pending.append((step + 1, metrics["finite"]))
+            done = step + 1
+            if compile_seconds is None:
+                jax.block_until_ready(metrics["loss"])
+                compile_seconds = time.time() - mark
+                mark, mark_step = time.time(), done
+            writer.advance()
+            if done % t.log_every == 0 or done == t.num_steps:
+                _check_finite(pending, last_good)
+                now = time.time()
+                record = {k: float(v) for k, v in metrics.items() if k != "finite"}
+                record["bits"] = record["loss"] / math.log(2)
+                if done > mark_step:
+                    record["tokens_per_sec"] = (done - mark_step) * t.batch_size * window_len / (
+                        now - mark)
+                record["compile_seconds"] = compile_seconds
+                writer.write("train", done, record)
+                mark, mark_step = time.time(), done
+            if t.eval_every and done % t.eval_every == 0 and done < t.num_steps:
+                writer.write("eval", done, {"split": config.eval.split,
+                                            **run_eval(config.eval.split)})
+            if done % t.checkpoint_every == 0 or done == t.num_steps:
+                _check_finite(pending, last_good)
+                checkpoints.save(done, state, {**meta, "step": done})
+                last_good = done
+        checkpoints.wait()
+        final = {}
+        for split in config.eval.final_splits:
+            final[split] = run_eval(split)
+            writer.write("eval", t.num_steps, {"split": split, **final[split]})
+        summary = {
+            "status": "finished",
+            "step": t.num_steps,
+            "final": final,
+            "train_seconds": time.time() - started,
+            "compile_seconds": compile_seconds,
+            "num_params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(state["params"]))),
+            **meta,
+        }
+        if jax.process_index() == 0:
+            write_summary(workdir, summary)
+        return summary
+    finally:
+        checkpoints.close()
+        writer.close()
