@@ -1,0 +1,90 @@
+"""Small pieces the attention models share: explicit-key dropout, positions, the rel-shift.
+
+Shape legend: b batch, h heads, t queries, l keys (memory + segment), d width.
+Everything here is a pure function of arrays (no Flax state), so it can be read and tested alone.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Float
+
+# Initialisers of the reference implementations (GPT-2 and Transformer-XL both use N(0, 0.02)).
+normal_init = nnx.initializers.normal(0.02)
+
+
+class Keys:
+    """A deterministic stream of dropout keys drawn from one ``key`` by ``fold_in``.
+
+    ``Keys(None)`` (or ``train=False``) yields ``None`` forever, which turns every dropout off.
+    The counter lives in Python at trace time, so the stream is a pure function of ``key``.
+    """
+
+    def __init__(self, key: jax.Array | None, train: bool):
+        self.key = key if train else None
+        self.count = 0
+
+    def __call__(self) -> jax.Array | None:
+        if self.key is None:
+            return None
+        self.count += 1
+        return jax.random.fold_in(self.key, self.count)
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout: zero with probability ``rate``, scale the rest by 1/(1-rate)."""
+    if key is None or rate <= 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+def sinusoid(positions: Float[Array, " l"], dim: int) -> Float[Array, "l d"]:
+    """Transformer-XL's sinusoid table: [sin(p·f), cos(p·f)], f_k = 10000^(-2k/dim)."""
+    inv_freq = 1.0 / (10000.0 ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
+    angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]
+    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def rel_shift(x: Float[Array, "... t l"]) -> Float[Array, "... t l"]:
+    """Transformer-XL's shift: column j' of row i (distance l-1-j') moves to key j.
+
+    With ``x[i, j']`` the score of query i against relative distance ``l - 1 - j'``, the result
+    holds ``x[i, j + t - 1 - i]`` at ``[i, j]``: the score for distance ``(l - t) + i - j``,
+    i.e. query i at absolute position ``l - t + i`` against key j. Entries with ``j`` beyond the
+    causal limit hold junk and must be masked. Done as in the reference: pad one zero column on
+    the left, view as [l + 1, t], drop the first row, view back as [t, l].
+    """
+    *lead, t, l = x.shape  # noqa: E741
+    padded = jnp.pad(x, [(0, 0)] * len(lead) + [(0, 0), (1, 0)])
+    padded = padded.reshape(*lead, l + 1, t)
+    return padded[..., 1:, :].reshape(*lead, t, l)
+
+
+def rotary(x: Float[Array, "b h t d"], positions: Float[Array, " t"]) -> Float[Array, "b h t d"]:
+    """Rotary position embedding (RoFormer), rotating the two halves of the head width."""
+    d = x.shape[-1]
+    half = d // 2
+    inv_freq = 1.0 / (10000.0 ** (jnp.arange(0, half, dtype=jnp.float32) / half))
+    angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]  # [t, d/2]
+    cos, sin = jnp.cos(angles).astype(x.dtype), jnp.sin(angles).astype(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+
+
+def split_heads(x: Float[Array, "b t hd"], num_heads: int) -> Float[Array, "b h t d"]:
+    b, t, hd = x.shape
+    return x.reshape(b, t, num_heads, hd // num_heads).transpose(0, 2, 1, 3)
+
+
+def merge_heads(x: Float[Array, "b h t d"]) -> Float[Array, "b t hd"]:
+    b, h, t, d = x.shape
+    return x.transpose(0, 2, 1, 3).reshape(b, t, h * d)
+
+
+def count_params(module: nnx.Module) -> int:
+    """Number of trainable scalars (``nnx.Param`` leaves) of ``module``."""
+    state = nnx.state(module, nnx.Param)
+    return sum(int(x.size) for x in jax.tree.leaves(state))

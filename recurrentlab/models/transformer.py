@@ -1,0 +1,203 @@
+"""Decoder-only Transformer: causal self-attention within one segment, no state across segments.
+
+The baseline every memory model is compared against (DESIGN.md: "Transformer | ()"). GPT-2-style
+pre-LN blocks (Radford et al. 2019; karpathy/nanoGPT ``model.py``):
+
+    h_0   = drop(E[x] + P)                    (P learned positions; none when rotary)
+    a_l   = h_{l-1} + drop(W_o · Attn(LN(h_{l-1})))
+    h_l   = a_l + drop(W_2 · GELU(W_1 · LN(a_l) + b_1) + b_2)
+    logits = LN_f(h_L) · Eᵀ                   (tied; an untied Linear otherwise)
+
+    Attn: per head softmax(q_i·k_j / √d_h, causal) v_j, through recurrentlab.ops.attention
+    (``impl`` picks reference or kernel). Rotary positions rotate q and k by position i.
+
+Shape legend: b batch, s segment length, v vocabulary, d d_model, h heads.
+
+Carry: ``()`` — the model sees the current segment only, so consecutive segments are
+independent by construction (tested).
+
+Deviations and choices, documented:
+- Attention-probability dropout (``attn_dropout``) needs the probabilities, which a fused kernel
+  never materialises: when it is on *and* the call trains with a key, attention runs the
+  plain-jnp path (``attention_probs`` → dropout → weighted sum) instead of ``attention``.
+  With ``attn_dropout = 0`` (the default, as in the RMT paper's runs) attention always goes
+  through ``recurrentlab.ops.attention.attention`` and its ``impl``.
+- Weights N(0, 0.02), biases and LN offsets zero, LN scales one (GPT-2), no residual-scaled init.
+- In the RMT paper the "Transformer" baseline is the Transformer-XL code with ``mem_len 0``
+  (relative positions, post-LN). That exact baseline is ``transformer_xl`` with ``mem_len=0``;
+  this module is the standard pre-LN GPT-style decoder.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+from jaxtyping import Array, Float, Int
+
+from recurrentlab.errors import ConfigError
+from recurrentlab.models.base import SequenceModel, register_model
+from recurrentlab.models.layers import (
+    Keys,
+    dropout,
+    merge_heads,
+    normal_init,
+    rotary,
+    split_heads,
+)
+from recurrentlab.ops.attention import MaskSpec, attention, attention_probs
+
+
+class Block(nnx.Module):
+    """One pre-LN block: causal multi-head attention then a GELU MLP, each residual."""
+
+    def __init__(self, d_model: int, num_heads: int, d_ff: int, *, rngs: nnx.Rngs):
+        self.num_heads = num_heads
+        self.ln_attn = nnx.LayerNorm(d_model, epsilon=1e-5, rngs=rngs)
+        self.qkv = nnx.Linear(d_model, 3 * d_model, kernel_init=normal_init, rngs=rngs)
+        self.out = nnx.Linear(d_model, d_model, kernel_init=normal_init, rngs=rngs)
+        self.ln_mlp = nnx.LayerNorm(d_model, epsilon=1e-5, rngs=rngs)
+        self.fc1 = nnx.Linear(d_model, d_ff, kernel_init=normal_init, rngs=rngs)
+        self.fc2 = nnx.Linear(d_ff, d_model, kernel_init=normal_init, rngs=rngs)
+
+    def __call__(
+        self,
+        h: Float[Array, "b t d"],
+        *,
+        spec: MaskSpec,
+        rotary_positions: jax.Array | None,
+        dropout_rate: float,
+        attn_dropout: float,
+        impl: str,
+        keys: Keys,
+    ) -> Float[Array, "b t d"]:
+        q, k, v = jnp.split(self.qkv(self.ln_attn(h)), 3, axis=-1)
+        q, k, v = (split_heads(x, self.num_heads) for x in (q, k, v))
+        if rotary_positions is not None:
+            q, k = rotary(q, rotary_positions), rotary(k, rotary_positions)
+        att_key = keys() if attn_dropout > 0.0 else None
+        if att_key is not None:
+            probs = dropout(attention_probs(q, k, spec=spec), attn_dropout, att_key)
+            o = jnp.einsum("bhtl,bhld->bhtd", probs.astype(v.dtype), v)
+        else:
+            o = attention(q, k, v, spec=spec, impl=impl)
+        h = h + dropout(self.out(merge_heads(o)), dropout_rate, keys())
+        m = self.fc2(dropout(jax.nn.gelu(self.fc1(self.ln_mlp(h))), dropout_rate, keys()))
+        return h + dropout(m, dropout_rate, keys())
+
+
+@register_model("transformer")
+class Transformer(SequenceModel):
+    """Pre-LN causal decoder over one segment; carry ``()``. See the module docstring."""
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        c = ml_collections.ConfigDict()
+        c.num_layers = 12  # decoder blocks
+        c.d_model = 512  # residual width
+        c.num_heads = 8  # attention heads (head width d_model / num_heads)
+        c.d_ff = 2048  # MLP hidden width
+        c.dropout = 0.1  # residual, MLP and embedding dropout
+        c.attn_dropout = 0.0  # dropout on attention probabilities (reference path when on)
+        c.max_len = 1024  # learned position table size: the longest segment (rows incl. memory)
+        c.positions = "learned"  # learned | rotary
+        c.tie_weights = True  # output projection = embedding transposed
+        c.impl = "auto"  # attention op implementation: auto | xla | pallas | interpret
+        return c
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        rngs: nnx.Rngs,
+        num_layers: int = 12,
+        d_model: int = 512,
+        num_heads: int = 8,
+        d_ff: int = 2048,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.0,
+        max_len: int = 1024,
+        positions: str = "learned",
+        tie_weights: bool = True,
+        impl: str = "auto",
+    ):
+        if d_model % num_heads:
+            raise ConfigError(f"d_model {d_model} is not divisible by num_heads {num_heads}")
+        if positions not in ("learned", "rotary"):
+            raise ConfigError(f"positions '{positions}' unknown; use learned or rotary")
+        if positions == "rotary" and (d_model // num_heads) % 2:
+            raise ConfigError("rotary positions need an even head width")
+        self.vocab_size = vocab_size
+        self.num_layers, self.d_model, self.num_heads = num_layers, d_model, num_heads
+        self.dropout, self.attn_dropout = dropout, attn_dropout
+        self.max_len, self.positions = max_len, positions
+        self.tie_weights, self.impl = tie_weights, impl
+        self.embed = nnx.Embed(vocab_size, d_model, embedding_init=normal_init, rngs=rngs)
+        if positions == "learned":
+            self.pos_embed = nnx.Param(normal_init(rngs.params(), (max_len, d_model)))
+        self.blocks = nnx.List(
+            [Block(d_model, num_heads, d_ff, rngs=rngs) for _ in range(num_layers)]
+        )
+        self.ln_final = nnx.LayerNorm(d_model, epsilon=1e-5, rngs=rngs)
+        if not tie_weights:
+            self.unembed = nnx.Linear(d_model, vocab_size, kernel_init=normal_init, rngs=rngs)
+
+    def init_carry(self, batch_size: int) -> tuple:
+        return ()
+
+    # The three stages below are public so RMT can run this stack over [memory; x; memory].
+    def input_rows(self, h: Float[Array, "b t d"], keys: Keys) -> Float[Array, "b t d"]:
+        """Add learned positions 0..t-1 (none when rotary) and apply embedding dropout."""
+        t = h.shape[1]
+        if self.positions == "learned":
+            if t > self.max_len:
+                raise ConfigError(
+                    f"sequence of {t} rows exceeds max_len {self.max_len}; raise model.max_len"
+                )
+            h = h + self.pos_embed[...][:t].astype(h.dtype)
+        return dropout(h, self.dropout, keys())
+
+    def stack(
+        self, h: Float[Array, "b t d"], *, spec: MaskSpec, keys: Keys
+    ) -> Float[Array, "b t d"]:
+        """All blocks; returns the residual stream (before the final LayerNorm)."""
+        rot = jnp.arange(h.shape[1]) if self.positions == "rotary" else None
+        for block in self.blocks:
+            h = block(h, spec=spec, rotary_positions=rot, dropout_rate=self.dropout,
+                      attn_dropout=self.attn_dropout, impl=self.impl, keys=keys)
+        return h
+
+    def head(self, h: Float[Array, "b t d"]) -> Float[Array, "b t v"]:
+        """Final LayerNorm and the (tied or untied) output projection."""
+        h = self.ln_final(h)
+        if self.tie_weights:
+            return jnp.einsum("btd,vd->btv", h, self.embed.embedding[...])
+        return self.unembed(h)
+
+    def __call__(
+        self,
+        tokens: Int[Array, "b s"],
+        carry: tuple,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
+    ) -> tuple[Float[Array, "b s v"], tuple]:
+        keys = Keys(key, train)
+        h = self.input_rows(self.embed(tokens), keys)
+        h = self.stack(h, spec=MaskSpec(causal=True), keys=keys)
+        return self.head(h), ()
+
+
+def expected_params(vocab_size: int, num_layers: int, d_model: int, d_ff: int,
+                    max_len: int, positions: str = "learned", tie_weights: bool = True) -> int:
+    """Closed-form parameter count (used by tests to pin the architecture)."""
+    block = 4 * d_model + 3 * d_model * d_model + 3 * d_model + d_model * d_model + d_model
+    block += d_model * d_ff + d_ff + d_ff * d_model + d_model
+    total = vocab_size * d_model + num_layers * block + 2 * d_model
+    total += max_len * d_model if positions == "learned" else 0
+    total += 0 if tie_weights else d_model * vocab_size + vocab_size
+    return total
+
+
+__all__ = ["Block", "Transformer", "expected_params"]
