@@ -66,10 +66,17 @@ def attention_reference(
     spec: MaskSpec = MaskSpec(),
     scale: float | None = None,
     kv_start: Int[Array, "b"] | None = None,
+    bias: Float[Array, "b h t l"] | None = None,
 ) -> Float[Array, "b h t e"]:
-    """Plain-jnp attention; materialises the [t, l] scores. Rows with no visible key give 0."""
+    """Plain-jnp attention; materialises the [t, l] scores. Rows with no visible key give 0.
+
+    ``bias`` (broadcastable to [b, h, t, l]) is added to the scaled scores before the mask:
+    Transformer-XL's positional term enters here; -inf entries hide keys beyond ``spec``.
+    """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = jnp.einsum("bhtd,bhld->bhtl", q, k, preferred_element_type=jnp.float32) * scale
+    if bias is not None:
+        scores = scores + bias
     visible = attention_mask(q.shape[2], k.shape[2], spec, kv_start)[:, None]
     scores = jnp.where(visible, scores, -jnp.inf)
     peak = jnp.max(scores, axis=-1, keepdims=True)
@@ -108,10 +115,13 @@ def attention_probs(
     spec: MaskSpec = MaskSpec(),
     scale: float | None = None,
     kv_start: Int[Array, "b"] | None = None,
+    bias: Float[Array, "b h t l"] | None = None,
 ) -> Float[Array, "b h t l"]:
     """The attention weights the reference computes; for pictures and for attention dropout."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = jnp.einsum("bhtd,bhld->bhtl", q, k, preferred_element_type=jnp.float32) * scale
+    if bias is not None:
+        scores = scores + bias
     visible = attention_mask(q.shape[2], k.shape[2], spec, kv_start)[:, None]
     scores = jnp.where(visible, scores, -jnp.inf)
     probs = jax.nn.softmax(scores, axis=-1)
