@@ -1,0 +1,404 @@
+"""Neural Turing Machine (Graves, Wayne & Danihelka 2014) with the stable recipe of Collier & Beel.
+
+Follows Collier & Beel 2018, "Implementing Neural Turing Machines" (MarkPKCollier/
+NeuralTuringMachine ``ntm.py``, ``run_tasks.py``); cross-checked with loudinthecloud/pytorch-ntm.
+
+One step, for input ``x_t`` (shape legend: b batch, s segment length, n memory slots, m slot
+width, hr/hw read/write heads, r shift radius, d controller units, V vocabulary)::
+
+    (h_t, c_t) = LSTM([x_t, r_{t-1}], (h_{t-1}, c_{t-1}))          controller, d units
+    p_t        = clip(W_p h_t + b_p, -clip, clip)                    all head parameters at once
+    per head:  k = tanh(.)   beta = softplus(.)   g = sigmoid(.)   s = softmax(.) over 2r+1
+               gamma = 1 + softplus(.)      write heads also  e = sigmoid(.)   a = tanh(.)
+    w^r_t, w^w_t = address(M_{t-1}, w_{t-1}, head)                    (ops/ntm_memory.py)
+    r_t        = w^r_t M_{t-1}                                       reads see M_{t-1}
+    M_t        = M_{t-1} o (1 - w^w e^T) + w^w a^T                   write heads in order
+    o_t        = clip(W_o [h_t, r_t] + b_o, -clip, clip)             output logits
+
+The memory math lives in :mod:`recurrentlab.ops.ntm_memory` (``memory_step``, with a Pallas
+kernel behind ``impl``); :func:`ntm_step` is the pure cell step, driven by ``jax.lax.scan``.
+
+Head order: the read heads come first, then the write heads (Collier's ``w_list``). Each head's
+block of ``p_t`` is ``[k (m), beta, g, s (2r+1), gamma]``; after all heads come ``[e (m), a (m)]``
+per write head. All heads address ``M_{t-1}``.
+
+Initial state (``init_carry``): controller ``(h, c) = 0``; read vectors ``tanh(u_r)`` and
+weightings ``softmax(u_w)`` with learned ``u`` per head; memory by ``memory_init``:
+
+* ``"constant"`` (default): every cell 1e-6 -- Collier & Beel's recommendation (about 2x faster
+  convergence on copy than the alternatives);
+* ``"random"``: ``tanh(U)``, ``U ~ N(0, 0.5^2)`` drawn at initialisation;
+* ``"learned"``: ``tanh(U)``, ``U`` Glorot-uniform like Collier's ``learned_init``.
+
+As in Collier's code (``tf.get_variable`` is trainable by default), the initial memory is a
+parameter in all three modes, starting from the values above. The learned initial state gets
+gradients when ``init_carry`` is called inside the differentiated function.
+
+Token interface. The framework feeds tokens and scores logits over the vocabulary; ``input_mode``
+decides how an NTM sees them:
+
+* ``"bits"`` (the NTM tasks: copy, repeat copy, associative recall). Token ids ``0 .. 2^bits-1``
+  are bit vectors (bit j of the id, little-endian, is channel j); ids ``2^bits .. V-1`` are
+  markers (delimiter, blank, ...). The controller input is the token's bits (zeros for a marker)
+  followed by a one-hot over the ``V - 2^bits`` marker channels -- no learned embedding, as the
+  paper's ``bits + 1`` input channels. The output layer emits one Bernoulli logit ``o_j`` per bit
+  and the token logits are the log-probabilities of the factorised distribution::
+
+      logit(v) = sum_j [bit_j(v) log sigmoid(o_j) + (1 - bit_j(v)) log sigmoid(-o_j)]
+
+  for every symbol v < 2^bits (they already sum to probability 1), and ``MARKER_LOGIT`` (-1e4,
+  finite so that masked marker targets never produce ``0 * inf``) for every marker. So the token
+  cross-entropy the trainer computes *is* the paper's summed bitwise sigmoid cross-entropy, the
+  argmax token is the thresholded bit vector, and exact-token accuracy is "zero bit errors".
+  Markers cannot be predicted in this mode; use ``"embed"`` for tasks whose targets are markers.
+  ``bits = 0`` infers ``bits = floor(log2 V)``, which is right whenever there are fewer markers
+  than symbols (8-bit copy: V = 256 + markers).
+* ``"embed"`` (text and other token tasks): a learned ``embed_dim`` embedding in, a softmax over
+  V out (logits ``W_o [h_t, r_t] + b_o``, clipped to +-clip as in the bits mode).
+
+Deviations from Collier & Beel, all deliberate:
+
+* shift weights are laid out as shifts ``-r .. r`` (Collier: ``0, 1 .. r, -r .. -1``) -- a fixed
+  permutation of the head layer's output units, the same model family;
+* the cosine similarity floors the norms at 1e-8 and sharpening runs in log space, so an
+  all-zero memory or a huge gamma gives finite values and gradients (Collier: plain ``sqrt`` and
+  ``pow``; equal values elsewhere);
+* ``clip <= 0`` switches clipping off (Collier always clips; default 20 as Collier);
+* the token interface above (Collier feeds bit vectors and scores bits directly).
+
+Initialisation as Collier: the head and output layers truncated-normal with std
+``1/sqrt(fan_in)`` (Collier uses ``1/sqrt(d)`` for the head layer, ``1/sqrt(d + hr*m)`` for the
+output), zero biases; the LSTM kernel Glorot-uniform, zero bias and forget bias +1 added in the
+cell (TensorFlow ``BasicLSTMCell``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+from jaxtyping import Array, Float, Int
+
+from recurrentlab.errors import ConfigError
+from recurrentlab.models.base import SequenceModel, register_model
+from recurrentlab.ops import ntm_memory
+from recurrentlab.ops.dispatch import IMPLS
+from recurrentlab.ops.ntm_memory import ReadHeads, WriteHeads
+
+MARKER_LOGIT = -1e4  # bits mode: logit of every marker token (finite: never 0 * inf in a loss)
+MEMORY_INITS = ("constant", "random", "learned")
+INPUT_MODES = ("bits", "embed")
+
+
+class LSTMState(NamedTuple):
+    h: Float[Array, "b d"]
+    c: Float[Array, "b d"]
+
+
+class NTMState(NamedTuple):
+    """The NTM carry; every leaf batch-first."""
+
+    controller: LSTMState  # h, c: [b, d]
+    memory: Float[Array, "b n m"]  # M_t
+    read_w: Float[Array, "b hr n"]  # read weightings of the last step
+    write_w: Float[Array, "b hw n"]  # write weightings of the last step
+    reads: Float[Array, "b hr m"]  # read vectors of the last step (fed to the next step)
+
+
+class NTMWeights(NamedTuple):
+    """The parameters one :func:`ntm_step` needs, as plain arrays."""
+
+    lstm_kernel: Float[Array, "i+d 4d"]  # [x, r, h] -> gates (i, j, f, o)
+    lstm_bias: Float[Array, "4d"]
+    head_kernel: Float[Array, "d p"]  # controller -> all head parameters
+    head_bias: Float[Array, " p"]
+    out_kernel: Float[Array, "d+hr*m o"]  # [h, r] -> output units
+    out_bias: Float[Array, " o"]
+
+
+class NTMTrace(NamedTuple):
+    """Per-step states of a segment (time axis after the batch axis), for inspection and plots."""
+
+    tokens: Int[Array, "b s"]
+    logits: Float[Array, "b s V"]
+    memory: Float[Array, "b s n m"]  # M_t after each step's write
+    read_w: Float[Array, "b s hr n"]
+    write_w: Float[Array, "b s hw n"]
+    reads: Float[Array, "b s hr m"]
+    erase: Float[Array, "b s hw m"]
+    add: Float[Array, "b s hw m"]
+
+
+def lstm_cell(
+    kernel: jax.Array, bias: jax.Array, x: jax.Array, state: LSTMState, forget_bias: float = 1.0
+) -> LSTMState:
+    """TensorFlow ``BasicLSTMCell``: ``i, j, f, o = [x, h] W + b``;
+    ``c' = sigmoid(f + forget_bias) c + sigmoid(i) tanh(j)``, ``h' = tanh(c') sigmoid(o)``."""
+    z = jnp.concatenate([x, state.h], axis=-1) @ kernel + bias
+    i, j, f, o = jnp.split(z, 4, axis=-1)
+    c = jax.nn.sigmoid(f + forget_bias) * state.c + jax.nn.sigmoid(i) * jnp.tanh(j)
+    return LSTMState(h=jnp.tanh(c) * jax.nn.sigmoid(o), c=c)
+
+
+def head_param_count(num_read: int, num_write: int, width: int, radius: int) -> int:
+    """Units of the head layer: ``(m + 1 + 1 + 2r+1 + 1)`` per head plus ``2m`` per write head."""
+    return (width + 3 + 2 * radius + 1) * (num_read + num_write) + 2 * width * num_write
+
+
+def split_heads(
+    p: Float[Array, "b p"], num_read: int, num_write: int, width: int, radius: int
+) -> tuple[ReadHeads, WriteHeads]:
+    """Activate the (clipped) head-layer outputs into read and write heads (Collier's layout,
+    shifts ordered -r..r)."""
+    b = p.shape[0]
+    heads = num_read + num_write
+    per_head = width + 3 + 2 * radius + 1
+    blocks = p[:, : per_head * heads].reshape(b, heads, per_head)
+    key = jnp.tanh(blocks[..., :width])
+    beta = jax.nn.softplus(blocks[..., width])
+    gate = jax.nn.sigmoid(blocks[..., width + 1])
+    shift = jax.nn.softmax(blocks[..., width + 2 : width + 3 + 2 * radius], axis=-1)
+    gamma = 1.0 + jax.nn.softplus(blocks[..., -1])
+    ea = p[:, per_head * heads :].reshape(b, num_write, 2, width)
+    r, w = slice(0, num_read), slice(num_read, heads)
+    read_heads = ReadHeads(key[:, r], beta[:, r], gate[:, r], shift[:, r], gamma[:, r])
+    write_heads = WriteHeads(
+        key[:, w], beta[:, w], gate[:, w], shift[:, w], gamma[:, w],
+        erase=jax.nn.sigmoid(ea[:, :, 0]), add=jnp.tanh(ea[:, :, 1]),
+    )
+    return read_heads, write_heads
+
+
+def _clip(x: jax.Array, clip: float) -> jax.Array:
+    return jnp.clip(x, -clip, clip) if clip > 0 else x
+
+
+def ntm_step(
+    weights: NTMWeights,
+    state: NTMState,
+    x: Float[Array, "b i"],
+    *,
+    num_read: int,
+    num_write: int,
+    radius: int,
+    clip: float,
+    impl: str = "auto",
+) -> tuple[NTMState, Float[Array, "b o"], WriteHeads]:
+    """One NTM step (pure): ``(state_{t-1}, x_t) -> (state_t, output logits o_t, write heads)``."""
+    b, _, width = state.memory.shape
+    ctrl_in = jnp.concatenate([x, state.reads.reshape(b, -1)], axis=-1)
+    controller = lstm_cell(weights.lstm_kernel, weights.lstm_bias, ctrl_in, state.controller)
+    p = _clip(controller.h @ weights.head_kernel + weights.head_bias, clip)
+    read_heads, write_heads = split_heads(p, num_read, num_write, width, radius)
+    memory, read_w, write_w, reads = ntm_memory.memory_step(
+        state.memory, state.read_w, state.write_w, read_heads, write_heads, impl=impl
+    )
+    out_in = jnp.concatenate([controller.h, reads.reshape(b, -1)], axis=-1)
+    out = _clip(out_in @ weights.out_kernel + weights.out_bias, clip)
+    new_state = NTMState(controller, memory, read_w, write_w, reads)
+    return new_state, out, write_heads
+
+
+def token_bits(tokens: Int[Array, "..."], bits: int) -> Float[Array, "... bits"]:
+    """Little-endian bit vectors of ``tokens`` (bit j of the id is channel j)."""
+    return ((tokens[..., None] >> jnp.arange(bits)) & 1).astype(jnp.float32)
+
+
+def bit_logits_to_token_logits(
+    o: Float[Array, "... bits"], bits: int, num_markers: int
+) -> Float[Array, "... V"]:
+    """``logit(v) = sum_j bit_j(v) log sigmoid(o_j) + (1 - bit_j(v)) log sigmoid(-o_j)`` for the
+    ``2^bits`` symbols, then ``MARKER_LOGIT`` for each marker."""
+    table = token_bits(jnp.arange(2**bits), bits)  # [2^bits, bits]
+    logits = jax.nn.log_sigmoid(o) @ table.T + jax.nn.log_sigmoid(-o) @ (1.0 - table).T
+    if num_markers:
+        markers = jnp.full(o.shape[:-1] + (num_markers,), MARKER_LOGIT, logits.dtype)
+        logits = jnp.concatenate([logits, markers], axis=-1)
+    return logits
+
+
+@register_model("ntm")
+class NTM(SequenceModel):
+    """Neural Turing Machine language model; see the module docstring for equations and choices."""
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        c = ml_collections.ConfigDict()
+        c.controller_size = 100  # LSTM controller units (Collier & Beel: 100)
+        c.memory_slots = 128  # N, memory rows (copy: 128)
+        c.memory_width = 20  # M, slot width (copy: 20)
+        c.num_read_heads = 1  # read heads (addressed first)
+        c.num_write_heads = 1  # write heads (applied in order after the reads)
+        c.shift_radius = 1  # r: shifts -r..r
+        c.clip = 20.0  # clip head parameters and output logits to +-clip; <= 0 disables
+        c.memory_init = "constant"  # constant (1e-6) | random | learned
+        c.input_mode = "embed"  # bits (NTM bit-vector tasks) | embed (text, other tokens)
+        c.bits = 0  # bits mode: bits per symbol; 0 = floor(log2(vocab_size))
+        c.embed_dim = 64  # embed mode: embedding width
+        c.impl = "auto"  # memory op: auto | xla | pallas | interpret
+        return c
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        rngs: nnx.Rngs,
+        controller_size: int = 100,
+        memory_slots: int = 128,
+        memory_width: int = 20,
+        num_read_heads: int = 1,
+        num_write_heads: int = 1,
+        shift_radius: int = 1,
+        clip: float = 20.0,
+        memory_init: str = "constant",
+        input_mode: str = "embed",
+        bits: int = 0,
+        embed_dim: int = 64,
+        impl: str = "auto",
+    ):
+        positive = dict(vocab_size=vocab_size, controller_size=controller_size,
+                        memory_slots=memory_slots, memory_width=memory_width,
+                        num_read_heads=num_read_heads, num_write_heads=num_write_heads)
+        for name, value in positive.items():
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(f"ntm: {name} must be a positive integer, got {value!r}")
+        if shift_radius < 0 or 2 * shift_radius + 1 > memory_slots:
+            raise ConfigError(f"ntm: shift_radius must be in 0..(memory_slots-1)/2, "
+                              f"got {shift_radius} with {memory_slots} slots")
+        if memory_init not in MEMORY_INITS:
+            raise ConfigError(f"ntm: memory_init '{memory_init}' unknown; use "
+                              f"{', '.join(MEMORY_INITS)}")
+        if input_mode not in INPUT_MODES:
+            raise ConfigError(f"ntm: input_mode '{input_mode}' unknown; use bits or embed")
+        if impl not in IMPLS:
+            raise ConfigError(f"ntm: impl '{impl}' unknown; use {', '.join(IMPLS)}")
+        self.vocab_size = vocab_size
+        self.controller_size = controller_size
+        self.memory_slots = memory_slots
+        self.memory_width = memory_width
+        self.num_read_heads = num_read_heads
+        self.num_write_heads = num_write_heads
+        self.shift_radius = shift_radius
+        self.clip = float(clip)
+        self.memory_init = memory_init
+        self.input_mode = input_mode
+        self.impl = impl
+
+        if input_mode == "bits":
+            bits = bits or int(math.floor(math.log2(vocab_size)))
+            if bits < 1 or 2**bits > vocab_size:
+                raise ConfigError(f"ntm: bits={bits} needs vocab_size >= 2**bits, "
+                                  f"got vocab_size={vocab_size}")
+            self.bits = bits
+            self.num_markers = vocab_size - 2**bits
+            input_dim, output_dim = bits + self.num_markers, bits
+        else:
+            self.bits = 0
+            self.num_markers = 0
+            self.embed = nnx.Embed(vocab_size, embed_dim, rngs=rngs)
+            input_dim, output_dim = embed_dim, vocab_size
+
+        d, n, m = controller_size, memory_slots, memory_width
+        hr, hw = num_read_heads, num_write_heads
+        glorot = jax.nn.initializers.glorot_uniform()
+        ctrl_in = input_dim + hr * m
+        self.lstm_kernel = nnx.Param(glorot(rngs.params(), (ctrl_in + d, 4 * d)))
+        self.lstm_bias = nnx.Param(jnp.zeros((4 * d,)))
+        p = head_param_count(hr, hw, m, shift_radius)
+        trunc = jax.nn.initializers.truncated_normal
+        self.head_kernel = nnx.Param(trunc(1.0 / math.sqrt(d))(rngs.params(), (d, p)))
+        self.head_bias = nnx.Param(jnp.zeros((p,)))
+        fan_out = d + hr * m
+        self.out_kernel = nnx.Param(trunc(1.0 / math.sqrt(fan_out))(rngs.params(),
+                                                                    (fan_out, output_dim)))
+        self.out_bias = nnx.Param(jnp.zeros((output_dim,)))
+        # Learned initial state (Collier's learned_init: Glorot-uniform on a [1, units] kernel).
+        self.init_reads = nnx.Param(glorot(rngs.params(), (1, hr * m)).reshape(hr, m))
+        self.init_read_w = nnx.Param(glorot(rngs.params(), (1, hr * n)).reshape(hr, n))
+        self.init_write_w = nnx.Param(glorot(rngs.params(), (1, hw * n)).reshape(hw, n))
+        if memory_init == "constant":
+            self.init_memory = nnx.Param(jnp.full((n, m), 1e-6))
+        elif memory_init == "random":
+            self.init_memory = nnx.Param(0.5 * jax.random.normal(rngs.params(), (n, m)))
+        else:
+            self.init_memory = nnx.Param(glorot(rngs.params(), (1, n * m)).reshape(n, m))
+
+    # -- state ------------------------------------------------------------------------------
+
+    def init_carry(self, batch_size: int) -> NTMState:
+        b, d = batch_size, self.controller_size
+        memory = self.init_memory[...]
+        if self.memory_init != "constant":
+            memory = jnp.tanh(memory)
+
+        def tile(x):
+            return jnp.broadcast_to(x, (b,) + x.shape)
+
+        return NTMState(
+            controller=LSTMState(h=jnp.zeros((b, d)), c=jnp.zeros((b, d))),
+            memory=tile(memory),
+            read_w=tile(jax.nn.softmax(self.init_read_w[...], axis=-1)),
+            write_w=tile(jax.nn.softmax(self.init_write_w[...], axis=-1)),
+            reads=tile(jnp.tanh(self.init_reads[...])),
+        )
+
+    # -- forward ----------------------------------------------------------------------------
+
+    def _weights(self) -> NTMWeights:
+        return NTMWeights(self.lstm_kernel[...], self.lstm_bias[...], self.head_kernel[...],
+                          self.head_bias[...], self.out_kernel[...], self.out_bias[...])
+
+    def input_features(self, tokens: Int[Array, "b s"]) -> Float[Array, "b s i"]:
+        """Controller inputs: bits + marker one-hots (bits mode) or the embedding (embed mode)."""
+        if self.input_mode == "embed":
+            return self.embed(tokens)
+        is_symbol = (tokens < 2**self.bits)[..., None]
+        features = token_bits(tokens, self.bits) * is_symbol
+        if self.num_markers:
+            markers = jax.nn.one_hot(tokens - 2**self.bits, self.num_markers)  # <0: all zeros
+            features = jnp.concatenate([features, markers], axis=-1)
+        return features
+
+    def output_logits(self, out: Float[Array, "... o"]) -> Float[Array, "... V"]:
+        if self.input_mode == "embed":
+            return out
+        return bit_logits_to_token_logits(out, self.bits, self.num_markers)
+
+    def _scan(self, tokens: jax.Array, carry: NTMState, trace: bool):
+        weights = self._weights()
+        features = jnp.swapaxes(self.input_features(tokens), 0, 1)  # [s, b, i]
+        cfg = dict(num_read=self.num_read_heads, num_write=self.num_write_heads,
+                   radius=self.shift_radius, clip=self.clip, impl=self.impl)
+
+        def body(state, x):
+            state, out, write_heads = ntm_step(weights, state, x, **cfg)
+            if not trace:
+                return state, out
+            return state, (out, state.memory, state.read_w, state.write_w, state.reads,
+                           write_heads.erase, write_heads.add)
+
+        carry, ys = jax.lax.scan(body, carry, features)
+        return carry, jax.tree.map(lambda y: jnp.swapaxes(y, 0, 1), ys)
+
+    def __call__(
+        self,
+        tokens: Int[Array, "b s"],
+        carry: NTMState,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
+    ) -> tuple[Float[Array, "b s V"], NTMState]:
+        del train, key  # no dropout in the NTM
+        carry, out = self._scan(tokens, carry, trace=False)
+        return self.output_logits(out), carry
+
+    def trace(self, tokens: Int[Array, "b s"], carry: NTMState) -> tuple[NTMTrace, NTMState]:
+        """Run a segment and return every step's memory, weightings, reads, erase/add vectors."""
+        carry, (out, memory, read_w, write_w, reads, erase, add) = self._scan(
+            tokens, carry, trace=True)
+        return NTMTrace(tokens, self.output_logits(out), memory, read_w, write_w, reads, erase,
+                        add), carry
