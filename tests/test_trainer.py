@@ -1,0 +1,186 @@
+"""The trainer: truncated BPTT semantics, remat, resume bit-for-bit, and what it refuses."""
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from recurrentlab.errors import ConfigError, DataError, NonFiniteError, WorkdirError
+from recurrentlab.models import model_config
+from recurrentlab.train.logging import read_metrics
+from recurrentlab.train.step import window_loss
+from recurrentlab.train.trainer import build_run, carry_handoff, train_and_evaluate
+
+
+def _lstm(seed=0):
+    from recurrentlab.models import build_model
+
+    cfg = model_config("lstm", embed_dim=8, hidden_dim=12, num_layers=2, tie_weights=False,
+                       dropout=0.0, dropouth=0.0, dropouti=0.0, wdrop=0.0)
+    return build_model(cfg, vocab_size=40, seed=seed)
+
+
+def _batch(tokens, mask=None):
+    tokens = jnp.asarray(tokens, jnp.int32)
+    inputs, targets = tokens[:, :-1], tokens[:, 1:]
+    mask = jnp.ones(inputs.shape, jnp.float32) if mask is None else jnp.asarray(mask, jnp.float32)
+    return {"inputs": inputs, "targets": targets, "mask": mask}
+
+
+def _embedding_grad(model, loss_of_model):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    grads = jax.grad(lambda p: loss_of_model(nnx.merge(graphdef, p, rest)))(params)
+    leaves = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(grads)}
+    (name,) = [k for k in leaves if "embed" in k.lower()]
+    return np.asarray(leaves[name])
+
+
+def test_gradient_stops_at_the_window_edge_and_flows_inside_it():
+    model = _lstm()
+    rng = np.random.default_rng(0)
+    early = rng.integers(1, 10, size=(2, 9))  # tokens only the earlier part uses
+    late = rng.integers(20, 30, size=(2, 9))  # tokens only the later part uses
+    carry0 = model.init_carry(2)
+
+    def across_windows(m):  # window 1, trainer hand-off, window 2: loss of window 2 only
+        _, (carry, _) = window_loss(m, carry0, _batch(early), segment_len=4, train=False,
+                                    key=None)
+        carry = carry_handoff(carry)
+        loss, _ = window_loss(m, carry, _batch(late), segment_len=4, train=False, key=None)
+        return loss
+
+    def inside_window(m):  # one window of two segments; the loss counts segment 2 only
+        tokens = np.concatenate([early[:, :8], late[:, :9]], axis=1)
+        mask = np.concatenate([np.zeros((2, 8)), np.ones((2, 8))], axis=1)
+        loss, _ = window_loss(m, carry0, _batch(tokens, mask), segment_len=8, train=False,
+                              key=None)
+        return loss
+
+    beyond = _embedding_grad(model, across_windows)[1:10]
+    within = _embedding_grad(model, inside_window)[1:10]
+    assert np.all(beyond == 0.0)
+    assert np.abs(within).max() > 1e-6
+
+
+def test_remat_gives_the_same_loss_and_gradients():
+    from recurrentlab.models import build_model
+
+    cfg = model_config("lstm", embed_dim=8, hidden_dim=12, num_layers=2, wdrop=0.3)
+    model = build_model(cfg, vocab_size=40, seed=1)
+    tokens = np.random.default_rng(1).integers(0, 40, size=(3, 13))
+    carry = model.init_carry(3)
+    key = jax.random.PRNGKey(3)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(p, remat):
+        m = nnx.merge(graphdef, p, rest)
+        return window_loss(m, carry, _batch(tokens), segment_len=4, train=True, key=key,
+                           remat=remat)[0]
+
+    plain, g_plain = jax.value_and_grad(loss)(params, False)
+    remat, g_remat = jax.value_and_grad(loss)(params, True)
+    np.testing.assert_allclose(plain, remat, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g_plain), jax.tree.leaves(g_remat), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def _params(workdir):
+    from recurrentlab.train.trainer import load_trained
+
+    *_, model, _ = load_trained(workdir)
+    return jax.tree.leaves(nnx.state(model, nnx.Param))
+
+
+def test_resume_continues_bit_for_bit(tmp_path, tiny_config):
+    config = tiny_config(num_steps=6, checkpoint_every=3)
+    config.model.wdrop = 0.2  # dropout keys must resume too
+    straight = tmp_path / "straight"
+    train_and_evaluate(config, straight)
+
+    resumed = tmp_path / "resumed"  # the same run, stopped after its step-3 checkpoint
+    resumed.mkdir()
+    shutil.copy(straight / "config.json", resumed / "config.json")
+    shutil.copytree(straight / "checkpoints" / "3", resumed / "checkpoints" / "3")
+    train_and_evaluate(config, resumed)
+
+    for a, b in zip(_params(straight), _params(resumed), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    keys = ("loss", "grad_norm", "accuracy")
+    late = lambda run: [[r[k] for k in keys] for r in read_metrics(run, "train") if r["step"] > 3]
+    assert late(straight) == late(resumed)
+    assert json.loads((straight / "summary.json").read_text())["final"] == json.loads(
+        (resumed / "summary.json").read_text())["final"]
+
+
+def test_finished_run_is_left_untouched(tmp_path, tiny_config):
+    config = tiny_config(num_steps=2, checkpoint_every=2)
+    summary = train_and_evaluate(config, tmp_path / "run")
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    assert train_and_evaluate(config, tmp_path / "run") == summary
+    after = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    assert before == after
+
+
+def test_loss_decreases_and_outputs_are_written(tmp_path, tiny_config):
+    config = tiny_config(num_steps=30, lr=1e-2, log_every=5, checkpoint_every=30)
+    summary = train_and_evaluate(config, tmp_path / "run")
+    train = read_metrics(tmp_path / "run", "train")
+    assert train[-1]["loss"] < train[0]["loss"] - 0.5
+    assert summary["final"]["valid"]["bits_per_byte"] < 8.0
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert summary["config_hash"] and summary["code_version"].startswith("0.")
+
+
+def test_a_different_config_in_the_same_workdir_is_refused(tmp_path, tiny_config):
+    train_and_evaluate(tiny_config(num_steps=1, checkpoint_every=1), tmp_path / "run")
+    with pytest.raises(WorkdirError, match=r"different config \(train.lr"):
+        train_and_evaluate(tiny_config(num_steps=1, checkpoint_every=1, lr=0.5), tmp_path / "run")
+
+
+def test_corrupted_checkpoint_is_a_clear_error_and_is_kept(tmp_path, tiny_config):
+    config = tiny_config(num_steps=4, checkpoint_every=2)
+    run = tmp_path / "run"
+    train_and_evaluate(config, run)
+    (run / "summary.json").unlink()
+    damaged = 0
+    for path in (run / "checkpoints" / "4").rglob("*"):
+        if path.is_file() and path.stat().st_size > 0 and "meta" not in str(path):
+            path.write_bytes(b"\x00garbage" * 4)
+            damaged += 1
+    assert damaged
+    with pytest.raises(WorkdirError, match="checkpoints/4 cannot be read"):
+        train_and_evaluate(config, run)
+    assert (run / "checkpoints" / "4").exists() and (run / "checkpoints" / "2").exists()
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_good_checkpoints(tmp_path, tiny_config):
+    config = tiny_config(num_steps=6, checkpoint_every=1, lr=1e38, log_every=1, optimizer="sgd")
+    with pytest.raises(NonFiniteError, match="NaN/Inf at step") as error:
+        train_and_evaluate(config, tmp_path / "run")
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "run" / "summary.json").exists()
+    steps = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()
+                   if p.name.isdigit())
+    from recurrentlab.train.trainer import load_trained
+
+    for step in steps:  # every checkpoint written is finite (restoring checks it)
+        load_trained(tmp_path / "run", step=step)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("segment_len", 0, "train.segment_len must be a positive integer"),
+        ("bptt_segments", 0, "train.bptt_segments must be a positive integer"),
+        ("batch_size", 100000, "batch"),
+    ],
+)
+def test_impossible_values_are_refused(tiny_config, field, value, message):
+    config = tiny_config()
+    config.train[field] = value
+    with pytest.raises((ConfigError, DataError), match=message):
+        build_run(config)
