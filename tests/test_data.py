@@ -280,6 +280,11 @@ def test_data_config_fields_and_errors():
         data_config("synthetic", task="cpy")
     with pytest.raises(ConfigError, match="must not exceed"):
         data_config("synthetic", task="copy", min_len=5, max_len=4)
+    # Switching the task of a built config leaves the old task's fields: caught with advice.
+    s = data_config("synthetic", task="copy")
+    s.task = "reverse"
+    with pytest.raises(ConfigError, match=r"task 'reverse' has no field 'bits'.*task='reverse'"):
+        build_dataset(s, seed=0)
     # A config read back (e.g. from config.json) with a stray key is caught at build time.
     c = data_config("text", path="x")
     c.unlocked = 1

@@ -290,7 +290,11 @@ def _sized_file(path: str, size: int, name: str, url: str) -> Path:
 
 
 def enwik8(path: str, *, check_md5: bool = True) -> CorpusDataset:
-    """enwik8 at ``path`` (the unzipped file, or a folder holding it)."""
+    """enwik8 at ``path`` (the unzipped file, or a folder holding it).
+
+    The size is always checked. ``check_md5=False`` (config field ``data.verify_checksum``)
+    skips the MD5: meant for generated stand-in files, as the tests use.
+    """
     p = _sized_file(path, ENWIK8_SIZE, "enwik8", ENWIK8_URL)
     if check_md5:
         verify_checksum(p, ENWIK8_MD5, where=ENWIK8_URL)

@@ -68,12 +68,18 @@ def build_dataset(config: ml_collections.ConfigDict, *, seed: int) -> Dataset:
     if not name:
         raise ConfigError("config.data.name is empty; start from recurrentlab.data.data_config")
     values = dict(config.items())
-    defaults = _defaults(name, values.get("task", "copy"))
+    task = values.get("task", "copy")
+    defaults = _defaults(name, task)
     for key in values:
         if key != "name" and key not in defaults:
             close = difflib.get_close_matches(key, list(defaults), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"dataset '{name}' has no field '{key}'{hint}")
+            if name == "synthetic" and any(key in t.defaults for t in synthetic.TASKS.values()):
+                hint = (f"; it belongs to another task: build the config with "
+                        f"data_config('synthetic', task='{task}') to get this task's "
+                        f"fields")
+            where = f"task '{task}'" if name == "synthetic" else f"dataset '{name}'"
+            raise ConfigError(f"{where} has no field '{key}'{hint}")
     f = {**defaults, **values}
     if name == "enwik8":
         return corpora.enwik8(f["path"], check_md5=bool(f["verify_checksum"]))
