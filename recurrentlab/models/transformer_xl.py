@@ -1,0 +1,314 @@
+"""Transformer-XL (Dai et al. 2019): segment recurrence through a cache of past hidden states.
+
+Follows kimiyoung/transformer-xl ``pytorch/mem_transformer.py`` (``MemTransformerLM`` with
+``attn_type=0``: ``RelPartialLearnableMultiHeadAttn``, post-LN, ``_update_mems``).
+
+Per layer l, with h^{l-1} the layer input on the segment [b, s, d] and m^{l-1} its cache:
+
+    c      = [sg(m^{l-1}); h^{l-1}]                      [b, M + s, d]   (sg = stop_gradient)
+    q      = h^{l-1} W_q,   k = c W_k,   v = c W_v       (queries from the segment only)
+    A_ij   = (q_i + u)ᵀ k_j  +  (q_i + v_r)ᵀ W_r R_{i-j}   (i, j absolute positions)
+    a      = softmax_j(A_ij / √d_h  [j visible]) v_j
+    h'     = LN(h^{l-1} + drop(W_o a))
+    h^l    = LN(h' + drop(W_2 drop(ReLU(W_1 h' + b_1)) + b_2))
+
+    R_δ    = [sin(δ f), cos(δ f)],  f_k = 10000^(-2k/d),  δ = min(i - j, clamp_len)
+    h^0    = drop(√d · E[x]);  logits = drop(h^L) Eᵀ + b   (tied; untied: a Linear)
+
+u, v_r ([heads, d_h]) are shared by all layers; the sinusoid table R (dropped out once, as in
+the reference) is shared too. The positional term is computed with the reference's rel-shift
+trick (``layers.rel_shift``: pad, reshape, drop a row), then enters
+``recurrentlab.ops.attention.attention_reference`` as an additive ``bias``: the content term
+``(q+u)ᵀk``, the mask and the softmax are the shared reference attention. No fused kernel is
+used here (kernels take no bias); the XL attention always runs the plain-jnp path.
+
+Cache update (``_update_mems``): the new cache of layer l is the last M rows of
+[m^{l-1}; h^{l-1}], gradient-stopped. The carry also counts the valid cache rows per stream
+(``length``, starting at 0): keys before ``M - length`` are masked (``kv_start``), so the first
+segments of a stream and streams reset by the trainer never attend to an empty cache. The
+reference starts with a zero-length cache instead; the two are equal (tested).
+
+Shape legend: b batch, s segment length, M mem_len, d d_model, h heads, v vocabulary.
+
+Carry: ``XLCarry(cache=(Float[b, M, d],) * num_layers, length=Int[b])``.
+
+Parameters do not depend on ``mem_len``: evaluate with a longer memory by building the model
+with a larger ``mem_len`` (``config.eval.model_overrides.mem_len``) and the same parameters.
+
+Deviations, documented:
+- ``same_length``, adaptive softmax/embedding, ``ext_len`` and sampled softmax are not
+  implemented (byte-level runs in the papers use none of them except ``same_length`` at
+  evaluation in some scripts).
+- LayerNorm scales start at 1 (the reference's train.py draws them from N(1, 0.02));
+  weights, embeddings, u and v_r are N(0, 0.02) as in the reference; biases zero.
+- The reference caches n_layer + 1 hidden states (the last one unused); we keep n_layer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+from jaxtyping import Array, Bool, Float, Int
+
+from recurrentlab.errors import ConfigError
+from recurrentlab.models.base import SequenceModel, register_model
+from recurrentlab.models.layers import (
+    Keys,
+    dropout,
+    merge_heads,
+    normal_init,
+    rel_shift,
+    sinusoid,
+    split_heads,
+)
+from recurrentlab.ops.attention import MaskSpec, attention_probs, attention_reference
+
+CAUSAL = MaskSpec(causal=True)
+
+
+class XLCarry(NamedTuple):
+    """Per-layer caches of past layer inputs and how many of their rows are valid."""
+
+    cache: tuple[jax.Array, ...]  # num_layers x Float[b, mem_len, d], oldest row first
+    length: jax.Array  # Int[b]: valid rows, counted from the end of each cache
+
+
+def relative_position_bias(
+    q: Float[Array, "b h t d"],
+    r_head: Float[Array, "h l d"],
+    r_bias: Float[Array, "h d"],
+) -> Float[Array, "b h t l"]:
+    """(q_i + v_r)ᵀ W_r R_{i-j} for every query i and key j, via the rel-shift trick.
+
+    ``r_head[:, j']`` is W_r R at distance ``l - 1 - j'`` (distances descending, as the
+    reference's ``pos_seq``); the queries are the last t of the l positions.
+    """
+    raw = jnp.einsum("bhtd,hld->bhtl", q + r_bias[None, :, None, :], r_head,
+                     preferred_element_type=jnp.float32)
+    return rel_shift(raw)
+
+
+def relative_attention(
+    q: Float[Array, "b h t d"],
+    k: Float[Array, "b h l d"],
+    v: Float[Array, "b h l d"],
+    r_head: Float[Array, "h l d"],
+    u: Float[Array, "h d"],
+    r_bias: Float[Array, "h d"],
+    *,
+    spec: MaskSpec = CAUSAL,
+    kv_start: Int[Array, " b"] | None = None,
+    extra_visible: Bool[Array, "t l"] | None = None,
+    attn_dropout: float = 0.0,
+    key: jax.Array | None = None,
+) -> Float[Array, "b h t d"]:
+    """softmax_j(((q_i+u)ᵀk_j + (q_i+v_r)ᵀ W_r R_{i-j}) / √d) v_j over the visible keys.
+
+    ``spec``/``kv_start`` are the shared attention mask; ``extra_visible`` (optional) hides more
+    (query, key) pairs (RMT memory rows versus the XL cache). With ``attn_dropout`` and a
+    ``key`` the probabilities are dropped out (Transformer-XL's ``dropatt``).
+    """
+    scale = q.shape[-1] ** -0.5
+    bias = relative_position_bias(q, r_head, r_bias) * scale
+    if extra_visible is not None:
+        bias = jnp.where(extra_visible[None, None], bias, -jnp.inf)
+    qu = q + u[None, :, None, :]
+    if key is not None and attn_dropout > 0.0:
+        probs = attention_probs(qu, k, spec=spec, scale=scale, kv_start=kv_start, bias=bias)
+        probs = dropout(probs, attn_dropout, key)
+        return jnp.einsum("bhtl,bhld->bhtd", probs.astype(v.dtype), v)
+    return attention_reference(qu, k, v, spec=spec, scale=scale, kv_start=kv_start, bias=bias)
+
+
+class XLLayer(nnx.Module):
+    """One post-LN Transformer-XL layer: relative multi-head attention, then a ReLU FFN."""
+
+    def __init__(self, d_model: int, num_heads: int, d_head: int, d_ff: int, *, rngs: nnx.Rngs):
+        self.num_heads = num_heads
+        width = num_heads * d_head
+        self.qkv = nnx.Linear(d_model, 3 * width, use_bias=False, kernel_init=normal_init,
+                              rngs=rngs)
+        self.r_net = nnx.Linear(d_model, width, use_bias=False, kernel_init=normal_init,
+                                rngs=rngs)
+        self.out = nnx.Linear(width, d_model, use_bias=False, kernel_init=normal_init, rngs=rngs)
+        self.ln_attn = nnx.LayerNorm(d_model, epsilon=1e-5, rngs=rngs)
+        self.fc1 = nnx.Linear(d_model, d_ff, kernel_init=normal_init, rngs=rngs)
+        self.fc2 = nnx.Linear(d_ff, d_model, kernel_init=normal_init, rngs=rngs)
+        self.ln_ff = nnx.LayerNorm(d_model, epsilon=1e-5, rngs=rngs)
+
+    def __call__(
+        self,
+        h: Float[Array, "b t d"],
+        cache: Float[Array, "b m d"],
+        pos: Float[Array, "l d"],
+        u: jax.Array,
+        r_bias: jax.Array,
+        *,
+        spec: MaskSpec,
+        kv_start: jax.Array,
+        extra_visible: jax.Array | None,
+        dropout_rate: float,
+        attn_dropout: float,
+        keys: Keys,
+    ) -> Float[Array, "b t d"]:
+        t = h.shape[1]
+        c = jnp.concatenate([jax.lax.stop_gradient(cache).astype(h.dtype), h], axis=1)
+        q, k, v = jnp.split(self.qkv(c), 3, axis=-1)
+        q, k, v = (split_heads(x, self.num_heads) for x in (q[:, -t:], k, v))
+        r_head = split_heads(self.r_net(pos)[None], self.num_heads)[0]  # [h, l, d_head]
+        att_key = keys() if attn_dropout > 0.0 else None
+        a = relative_attention(q, k, v, r_head, u, r_bias, spec=spec, kv_start=kv_start,
+                               extra_visible=extra_visible, attn_dropout=attn_dropout,
+                               key=att_key)
+        h = self.ln_attn(h + dropout(self.out(merge_heads(a)), dropout_rate, keys()))
+        f = dropout(jax.nn.relu(self.fc1(h)), dropout_rate, keys())
+        return self.ln_ff(h + dropout(self.fc2(f), dropout_rate, keys()))
+
+
+@register_model("transformer_xl")
+class TransformerXL(SequenceModel):
+    """Transformer-XL language model; carry = per-layer caches. See the module docstring."""
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        c = ml_collections.ConfigDict()
+        c.num_layers = 12  # decoder layers
+        c.d_model = 512  # residual width
+        c.num_heads = 8  # attention heads
+        c.d_head = 0  # head width; 0 = d_model / num_heads
+        c.d_ff = 2048  # FFN hidden width (d_inner)
+        c.dropout = 0.1  # embedding, residual, FFN and output dropout
+        c.attn_dropout = 0.0  # dropatt: dropout on attention probabilities
+        c.mem_len = 128  # cached positions per layer (parameters do not depend on it)
+        c.clamp_len = 0  # relative distances beyond clamp_len use clamp_len; 0 = no clamp
+        c.tie_weights = True  # output projection = embedding transposed (plus a bias)
+        c.impl = "auto"  # kept for a uniform interface; XL attention runs the jnp reference
+        return c
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        rngs: nnx.Rngs,
+        num_layers: int = 12,
+        d_model: int = 512,
+        num_heads: int = 8,
+        d_head: int = 0,
+        d_ff: int = 2048,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.0,
+        mem_len: int = 128,
+        clamp_len: int = 0,
+        tie_weights: bool = True,
+        impl: str = "auto",
+    ):
+        d_head = d_head or d_model // num_heads
+        if d_head * num_heads == 0:
+            raise ConfigError(f"head width is 0 (d_model {d_model}, num_heads {num_heads})")
+        if d_model % 2:
+            raise ConfigError(f"d_model {d_model} must be even for the sinusoid table")
+        if mem_len < 0 or clamp_len < 0:
+            raise ConfigError("mem_len and clamp_len must be >= 0")
+        self.vocab_size = vocab_size
+        self.num_layers, self.d_model, self.num_heads, self.d_head = (
+            num_layers, d_model, num_heads, d_head)
+        self.dropout, self.attn_dropout = dropout, attn_dropout
+        self.mem_len, self.clamp_len = mem_len, clamp_len
+        self.tie_weights, self.impl = tie_weights, impl
+        self.embed = nnx.Embed(vocab_size, d_model, embedding_init=normal_init, rngs=rngs)
+        self.u = nnx.Param(normal_init(rngs.params(), (num_heads, d_head)))  # r_w_bias
+        self.v = nnx.Param(normal_init(rngs.params(), (num_heads, d_head)))  # r_r_bias
+        self.layers = nnx.List(
+            [XLLayer(d_model, num_heads, d_head, d_ff, rngs=rngs) for _ in range(num_layers)]
+        )
+        if tie_weights:
+            self.out_bias = nnx.Param(jnp.zeros((vocab_size,)))
+        else:
+            self.unembed = nnx.Linear(d_model, vocab_size, kernel_init=normal_init, rngs=rngs)
+
+    def init_carry(self, batch_size: int) -> XLCarry:
+        zeros = jnp.zeros((batch_size, self.mem_len, self.d_model), jnp.float32)
+        return XLCarry(cache=tuple(zeros for _ in range(self.num_layers)),
+                       length=jnp.zeros((batch_size,), jnp.int32))
+
+    # Public stages, reused by RMT over [memory; x; memory].
+    def embed_tokens(self, tokens: Int[Array, "b s"]) -> Float[Array, "b s d"]:
+        """√d · E[x] (before dropout)."""
+        return self.embed(tokens) * math.sqrt(self.d_model)
+
+    def core(
+        self,
+        h: Float[Array, "b t d"],
+        carry: XLCarry,
+        *,
+        keys: Keys,
+        spec: MaskSpec = CAUSAL,
+        cache_visible_rows: Bool[Array, " t"] | None = None,
+    ) -> tuple[Float[Array, "b t d"], XLCarry]:
+        """Dropout on the input rows, all layers over [cache; rows], the cache update.
+
+        ``cache_visible_rows`` (optional): which query rows may attend to the cache (RMT's
+        memory rows do not, unless ``read_mem_from_cache``). Returns the last layer's output
+        (before the output dropout) and the new carry.
+        """
+        b, t, _ = h.shape
+        m = self.mem_len
+        l = m + t  # noqa: E741
+        distance = jnp.arange(l - 1, -1, -1, dtype=jnp.float32)
+        if self.clamp_len > 0:
+            distance = jnp.minimum(distance, float(self.clamp_len))
+        h = dropout(h, self.dropout, keys())
+        pos = dropout(sinusoid(distance, self.d_model), self.dropout, keys())
+        kv_start = (m - carry.length).astype(jnp.int32)
+        extra = None
+        if cache_visible_rows is not None and m > 0:
+            extra = cache_visible_rows[:, None] | (jnp.arange(l) >= m)[None, :]
+        inputs = []
+        for layer, cache in zip(self.layers, carry.cache, strict=True):
+            inputs.append(h)
+            h = layer(h, cache, pos, self.u[...], self.v[...], spec=spec, kv_start=kv_start,
+                      extra_visible=extra, dropout_rate=self.dropout,
+                      attn_dropout=self.attn_dropout, keys=keys)
+        new_cache = tuple(
+            jax.lax.stop_gradient(jnp.concatenate([c.astype(x.dtype), x], axis=1)[:, l - m:])
+            for c, x in zip(carry.cache, inputs, strict=True)
+        )
+        length = jnp.minimum(carry.length + t, m).astype(jnp.int32)
+        return h, XLCarry(cache=new_cache, length=length)
+
+    def head(self, h: Float[Array, "b t d"]) -> Float[Array, "b t v"]:
+        if self.tie_weights:
+            return jnp.einsum("btd,vd->btv", h, self.embed.embedding[...]) + self.out_bias[...]
+        return self.unembed(h)
+
+    def __call__(
+        self,
+        tokens: Int[Array, "b s"],
+        carry: XLCarry,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
+    ) -> tuple[Float[Array, "b s v"], XLCarry]:
+        keys = Keys(key, train)
+        h, carry = self.core(self.embed_tokens(tokens), carry, keys=keys)
+        return self.head(dropout(h, self.dropout, keys())), carry
+
+
+def expected_params(vocab_size: int, num_layers: int, d_model: int, num_heads: int,
+                    d_head: int, d_ff: int, tie_weights: bool = True) -> int:
+    """Closed-form parameter count of :class:`TransformerXL`."""
+    width = num_heads * d_head
+    layer = 3 * d_model * width + d_model * width + width * d_model + 2 * d_model
+    layer += d_model * d_ff + d_ff + d_ff * d_model + d_model + 2 * d_model
+    total = vocab_size * d_model + 2 * num_heads * d_head + num_layers * layer
+    total += vocab_size if tie_weights else d_model * vocab_size + vocab_size
+    return total
+
+
+__all__ = ["TransformerXL", "XLCarry", "XLLayer", "expected_params", "relative_attention",
+           "relative_position_bias"]
