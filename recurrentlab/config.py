@@ -163,14 +163,16 @@ def apply_overrides(config: ml_collections.ConfigDict, argv: list[str]) -> None:
 def check_unknown_fields(config: ml_collections.ConfigDict) -> None:
     """Every field of ``config`` must exist in :func:`base_config` (model/data checked apart)."""
     known = base_config()
-    for section in config.keys():
+    for section in config:
         if section not in known:
             close = difflib.get_close_matches(section, list(known.keys()), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"unknown config key '{section}'{hint}")
-        if section in ("model", "data") or not isinstance(known[section], ml_collections.ConfigDict):
+        if section in ("model", "data"):
             continue
-        for key in config[section].keys():
+        if not isinstance(known[section], ml_collections.ConfigDict):
+            continue
+        for key in config[section]:
             if key not in known[section]:
                 names = list(known[section].keys())
                 close = difflib.get_close_matches(key, names, n=1)

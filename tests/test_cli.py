@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = ["--config.model.embed_dim=16", "--config.model.hidden_dim=24", "--config.model.num_layers=2",
+TINY = ["--config.model.embed_dim=16", "--config.model.hidden_dim=24",
+        "--config.model.num_layers=2",
         "--config.train.batch_size=4", "--config.train.segment_len=8",
         "--config.train.num_steps=4", "--config.train.checkpoint_every=2",
         "--config.eval.max_windows=2", "--config.eval.batch_size=4", "--config.mesh.data_axis=1",

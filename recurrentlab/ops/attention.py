@@ -38,12 +38,12 @@ class MaskSpec:
 
 
 def attention_mask(
-    t: int, l: int, spec: MaskSpec, kv_start: Int[Array, "b"] | None = None
+    t: int, num_keys: int, spec: MaskSpec, kv_start: Int[Array, " b"] | None = None
 ) -> jax.Array:
-    """Bool[b or 1, t, l] of visible (query, key) pairs."""
-    offset = l - t
+    """Bool[b or 1, t, l] of visible (query, key) pairs (``l = num_keys``)."""
+    offset = num_keys - t
     i = jnp.arange(t)[:, None]
-    j = jnp.arange(l)[None, :]
+    j = jnp.arange(num_keys)[None, :]
     if spec.causal:
         visible = j <= i + offset
         if spec.prefix:
@@ -51,7 +51,7 @@ def attention_mask(
         if spec.suffix:
             visible |= i >= t - spec.suffix
     else:
-        visible = jnp.ones((t, l), bool)
+        visible = jnp.ones((t, num_keys), bool)
     visible = visible[None]
     if kv_start is not None:
         visible = visible & (j[None] >= kv_start[:, None, None])
@@ -65,7 +65,7 @@ def attention_reference(
     *,
     spec: MaskSpec = MaskSpec(),
     scale: float | None = None,
-    kv_start: Int[Array, "b"] | None = None,
+    kv_start: Int[Array, " b"] | None = None,
     bias: Float[Array, "b h t l"] | None = None,
 ) -> Float[Array, "b h t e"]:
     """Plain-jnp attention; materialises the [t, l] scores. Rows with no visible key give 0.
@@ -94,7 +94,7 @@ def attention(
     *,
     spec: MaskSpec = MaskSpec(),
     scale: float | None = None,
-    kv_start: Int[Array, "b"] | None = None,
+    kv_start: Int[Array, " b"] | None = None,
     impl: str = "auto",
 ) -> Float[Array, "b h t e"]:
     """Masked attention of ``q`` over ``k, v`` with the implementation ``impl`` picks."""
@@ -114,7 +114,7 @@ def attention_probs(
     *,
     spec: MaskSpec = MaskSpec(),
     scale: float | None = None,
-    kv_start: Int[Array, "b"] | None = None,
+    kv_start: Int[Array, " b"] | None = None,
     bias: Float[Array, "b h t l"] | None = None,
 ) -> Float[Array, "b h t l"]:
     """The attention weights the reference computes; for pictures and for attention dropout."""

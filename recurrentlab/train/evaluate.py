@@ -16,17 +16,9 @@ import jax
 import numpy as np
 from flax import nnx
 
+from recurrentlab.data import bit_errors
 from recurrentlab.models.base import reset_carry
 from recurrentlab.train.step import window_outputs
-
-
-def popcount(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.uint32)
-    count = np.zeros_like(x)
-    while np.any(x):
-        count += x & 1
-        x >>= 1
-    return count
 
 
 class EpisodeTally:
@@ -41,10 +33,6 @@ class EpisodeTally:
             bits_per_symbol: int) -> None:
         self.epoch = np.where(batch["reset"], window, self.epoch)
         episodes, mask, targets = batch["episode"], batch["mask"] > 0, batch["targets"]
-        if bits_per_symbol:
-            symbol = (1 << bits_per_symbol) - 1
-            wrong_bits = popcount((pred & symbol) ^ (targets & symbol))
-            wrong_bits = np.where(pred > symbol, bits_per_symbol, wrong_bits)  # a marker
         for b in range(episodes.shape[0]):
             rows = mask[b] & (episodes[b] >= 0)
             for e in np.unique(episodes[b][rows]):
@@ -53,8 +41,8 @@ class EpisodeTally:
                 right = bool(np.all(pred[b][at] == targets[b][at]))
                 self.all_right[key] = self.all_right.get(key, True) and right
                 if bits_per_symbol:
-                    self.bit_errors[key] = self.bit_errors.get(key, 0) + int(
-                        wrong_bits[b][at].sum())
+                    wrong = bit_errors(pred[b], targets[b], at, bits_per_symbol)
+                    self.bit_errors[key] = self.bit_errors.get(key, 0) + wrong
 
     def metrics(self) -> dict[str, float]:
         if not self.all_right:

@@ -69,6 +69,9 @@ def build_run(config: ml_collections.ConfigDict):
     dataset = build_dataset(config.data, seed=config.seed)
     t = config.train
     dataset.check_layout(t.batch_size, t.segment_len * t.bptt_segments)
+    eval_window = (config.eval.segment_len or t.segment_len) * t.bptt_segments
+    for split in {config.eval.split, *config.eval.final_splits}:
+        dataset.check_layout(config.eval.batch_size, eval_window, split=split)
     model = build_model(config.model, vocab_size=dataset.vocab_size, seed=config.seed)
     return dataset, model
 

@@ -23,8 +23,10 @@ def code_version() -> str:
     version = recurrentlab.__version__
     source = Path(recurrentlab.__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "-C", str(source), "rev-parse", "--short=12", "HEAD"],
-                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--",
                                 "recurrentlab", "kernels"],
                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
@@ -63,8 +65,9 @@ def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict) -> P
         try:
             saved = json.loads(saved_path.read_text())
         except json.JSONDecodeError:
-            raise WorkdirError(f"{saved_path} is not valid JSON; restore it or use a new --workdir")\
-                from None
+            raise WorkdirError(
+                f"{saved_path} is not valid JSON; restore it or use a new --workdir"
+            ) from None
         diff = config_difference(saved, current)
         if diff:
             raise WorkdirError(
