@@ -1,0 +1,443 @@
+"""Flash-style Pallas attention of a segment over [memory; segment] keys, forward and backward.
+
+Matches ``recurrentlab.ops.attention.attention_reference`` (same mask, same "a row with no
+visible key gives 0" rule) without materialising the [t, l] scores: the forward kernel keeps
+a running max ``m``, a running sum ``s`` and an unnormalised accumulator per query row while
+it walks over key blocks (online softmax), and saves only ``lse = m + log s`` per row.
+
+Shape legend: b batch, h heads, t queries, l keys (= memory + segment), d key width,
+e value width; bq / bk the query / key block sizes; offset = l - t.
+
+Mask (the reference's, evaluated per (row, key) tile inside the kernels)::
+
+    visible(i, j) = i < t and j < l and j >= kv_start[b] and (
+        not causal
+        or j <= i + offset
+        or (i < prefix and j < prefix + offset)
+        or i >= t - suffix)
+
+Forward, per query block and key block (base-2 exponentials; c = scale · log2 e)::
+
+    x   = c · q kᵀ  (masked entries dropped)
+    m'  = max(m, rowmax x);  p = 2^(x − m');  s' = 2^(m − m') s + rowsum p
+    acc' = 2^(m − m') acc + p v;                out = acc / s,  lse₂ = m + log2 s
+
+Backward (FlashAttention-2), with δ_i = Σ_e dO_ie O_ie and P = 2^(x − lse₂)::
+
+    dV = Pᵀ dO,   dS = P ∘ (dO Vᵀ − δ),   dQ = scale · dS K,   dK = scale · dSᵀ Q
+
+Two backward kernels: one over query blocks accumulating dQ (loop over key blocks), one over
+key blocks accumulating dK, dV (loop over query blocks). Memory is O(t + l) per (b, h):
+q, k, v, o, their gradients, lse and δ; no [t, l] array is ever written to HBM.
+Loop bounds skip key blocks no row of a query block can see (and vice versa), so a causal
+segment over a long memory costs about half the dense work of the segment part.
+
+Backend. The kernels are written against the generic ``pl.pallas_call`` / ``pl.BlockSpec``
+API with the whole K/V sequence of one (b, h) in a block and an in-kernel ``fori_loop`` over
+key blocks: the layout Pallas' Triton lowering expects (like JAX's own fused-attention
+example), so on GPU they lower through **Triton** and run on every CUDA GPU from Ampere on.
+Mosaic GPU would be faster on H100 but is Hopper/Blackwell-only and needs a warp-specialised
+rewrite (TMA, wgmma); the Triton backend is deprecated from jax 0.11 but still ships in
+0.11–0.12, which is the range this project supports — the port to Mosaic GPU is the
+documented next step. On TPU (Mosaic TPU) the same kernels are legal when the blocks follow
+the (8, 128) rule (bq, bk multiples of 128, d and e padded to multiples of 128, which the
+wrapper does) and K/V of one (b, h) fit in VMEM; they are not tuned for TPU. On CPU they run
+only in interpret mode (``interpret=True``), which is how the tests exercise them.
+
+Padding. t is padded to a multiple of bq, l to a multiple of bk, d and e to a power of two
+(at least 16, Triton's smallest dot) — or to a multiple of 128 on TPU. Padded keys are
+masked through the per-batch key-validity row (which also carries ``kv_start``); padded
+query rows are masked and sliced off, so any t, l work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.experimental import pallas as pl
+from jaxtyping import Array, Float, Int
+
+from recurrentlab.ops.attention import MaskSpec
+
+_MASK = -0.7 * float(np.finfo(np.float32).max)  # finite "-inf": keeps max/exp NaN-free
+_LOG2E = math.log2(math.e)
+_CAUSAL = MaskSpec()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    """Everything the kernels specialise on (hashable: a ``custom_vjp`` nondiff argument)."""
+
+    t: int  # real queries
+    lk: int  # real keys (l)
+    heads: int
+    spec: MaskSpec
+    scale: float
+    block_q: int
+    block_k: int
+    interpret: bool
+    num_warps: int | None
+    num_stages: int
+
+
+# ----------------------------------------------------------------------------- mask helpers
+
+
+def _visible(rows, cols, kvalid, st: _Static):
+    """Bool[bq, bk]: the module docstring's mask for absolute ``rows``, ``cols`` (int tiles)."""
+    offset = st.lk - st.t
+    vis = (rows < st.t) & (kvalid[None, :] != 0)
+    spec = st.spec
+    if spec.causal:
+        rule = cols <= rows + offset
+        if spec.prefix:
+            rule = rule | ((rows < spec.prefix) & (cols < spec.prefix + offset))
+        if spec.suffix:
+            rule = rule | (rows >= st.t - spec.suffix)
+        vis = vis & rule
+    return vis
+
+
+def _key_blocks_for(iq, st: _Static, num_k_blocks: int):
+    """Number of key blocks the query block ``iq`` must visit (blocks past it see nothing)."""
+    spec = st.spec
+    if not spec.causal:
+        return num_k_blocks
+    offset = st.lk - st.t
+    bq, bk = st.block_q, st.block_k
+    last_row = iq * bq + (bq - 1)
+    reach = jnp.maximum(last_row + offset + 1, 0)  # keys [0, reach) under the causal rule
+    if spec.prefix:
+        reach = jnp.where(iq * bq < spec.prefix, jnp.maximum(reach, spec.prefix + offset), reach)
+    if spec.suffix:
+        reach = jnp.where(last_row >= st.t - spec.suffix, st.lk, reach)
+    return jnp.minimum(lax.div(reach + (bk - 1), bk), num_k_blocks)
+
+
+def _first_query_block_for(ik, st: _Static):
+    """First query block that can see any key of key block ``ik`` (suffix rows come last)."""
+    spec = st.spec
+    if not spec.causal:
+        return 0
+    offset = st.lk - st.t
+    first_key = ik * st.block_k
+    first = lax.div(jnp.maximum(first_key - offset, 0), st.block_q)
+    if spec.prefix:
+        first = jnp.where(first_key < spec.prefix + offset, 0, first)
+    return first
+
+
+def _dot_nt(a, b):
+    """a [m, k] · b [n, k]ᵀ -> f32 [m, n]."""
+    return lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _dot_tn(a, b):
+    """a [k, m]ᵀ · b [k, n] -> f32 [m, n]."""
+    return lax.dot_general(a, b, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _dot(a, b):
+    return lax.dot_general(a, b, (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32)
+
+
+def _tile_iota(st: _Static, dim: int):
+    return lax.broadcasted_iota(jnp.int32, (st.block_q, st.block_k), dim)
+
+
+# ---------------------------------------------------------------------------------- kernels
+
+
+def _fwd_kernel(q_ref, k_ref, v_ref, kvalid_ref, o_ref, lse_ref, *, st: _Static):
+    iq = pl.program_id(1)
+    bq, bk = st.block_q, st.block_k
+    num_k_blocks = k_ref.shape[0] // bk
+    c = st.scale * _LOG2E
+    q = q_ref[...]
+    rows = iq * bq + _tile_iota(st, 0)
+    cols0 = _tile_iota(st, 1)
+
+    def body(ik, carry):
+        acc, m, s = carry
+        start = pl.multiple_of(ik * bk, bk)
+        k = k_ref[pl.ds(start, bk), :]
+        v = v_ref[pl.ds(start, bk), :]
+        vis = _visible(rows, cols0 + start, kvalid_ref[pl.ds(start, bk)], st)
+        x = jnp.where(vis, _dot_nt(q, k) * c, _MASK)
+        m_new = jnp.maximum(m, jnp.max(x, axis=1))
+        corr = jnp.exp2(m - m_new)
+        p = jnp.where(vis, jnp.exp2(x - m_new[:, None]), 0.0)
+        s = s * corr + jnp.sum(p, axis=1)
+        acc = acc * corr[:, None] + _dot(p.astype(v.dtype), v)
+        return acc, m_new, s
+
+    init = (
+        jnp.zeros((bq, v_ref.shape[1]), jnp.float32),
+        jnp.full((bq,), _MASK, jnp.float32),
+        jnp.zeros((bq,), jnp.float32),
+    )
+    acc, m, s = lax.fori_loop(0, _key_blocks_for(iq, st, num_k_blocks), body, init)
+    seen = s > 0.0  # rows with no visible key give 0, as in the reference
+    s_safe = jnp.where(seen, s, 1.0)
+    o_ref[...] = jnp.where(seen[:, None], acc / s_safe[:, None], 0.0).astype(o_ref.dtype)
+    lse_ref[...] = jnp.where(seen, m + jnp.log2(s_safe), 0.0)
+
+
+def _dq_kernel(q_ref, k_ref, v_ref, kvalid_ref, do_ref, lse_ref, delta_ref, dq_ref, *, st):
+    iq = pl.program_id(1)
+    bq, bk = st.block_q, st.block_k
+    num_k_blocks = k_ref.shape[0] // bk
+    c = st.scale * _LOG2E
+    q = q_ref[...]
+    do = do_ref[...]
+    lse = lse_ref[...]
+    delta = delta_ref[...]
+    rows = iq * bq + _tile_iota(st, 0)
+    cols0 = _tile_iota(st, 1)
+
+    def body(ik, dq):
+        start = pl.multiple_of(ik * bk, bk)
+        k = k_ref[pl.ds(start, bk), :]
+        v = v_ref[pl.ds(start, bk), :]
+        vis = _visible(rows, cols0 + start, kvalid_ref[pl.ds(start, bk)], st)
+        p = jnp.where(vis, jnp.exp2(_dot_nt(q, k) * c - lse[:, None]), 0.0)
+        ds = p * (_dot_nt(do, v) - delta[:, None])
+        return dq + _dot(ds.astype(k.dtype), k)
+
+    dq = jnp.zeros(q_ref.shape, jnp.float32)
+    dq = lax.fori_loop(0, _key_blocks_for(iq, st, num_k_blocks), body, dq)
+    dq_ref[...] = (dq * st.scale).astype(dq_ref.dtype)
+
+
+def _dkv_kernel(
+    q_ref, k_ref, v_ref, kvalid_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, st
+):
+    ik = pl.program_id(1)
+    bq, bk = st.block_q, st.block_k
+    num_q_blocks = q_ref.shape[0] // bq
+    c = st.scale * _LOG2E
+    k = k_ref[...]
+    v = v_ref[...]
+    kvalid = kvalid_ref[...]
+    cols = ik * bk + _tile_iota(st, 1)
+    rows0 = _tile_iota(st, 0)
+
+    def body(iq, carry):
+        dk, dv = carry
+        start = pl.multiple_of(iq * bq, bq)
+        q = q_ref[pl.ds(start, bq), :]
+        do = do_ref[pl.ds(start, bq), :]
+        lse = lse_ref[pl.ds(start, bq)]
+        delta = delta_ref[pl.ds(start, bq)]
+        vis = _visible(rows0 + start, cols, kvalid, st)
+        p = jnp.where(vis, jnp.exp2(_dot_nt(q, k) * c - lse[:, None]), 0.0)
+        dv = dv + _dot_tn(p.astype(do.dtype), do)
+        ds = p * (_dot_nt(do, v) - delta[:, None])
+        dk = dk + _dot_tn(ds.astype(q.dtype), q)
+        return dk, dv
+
+    init = (jnp.zeros(k_ref.shape, jnp.float32), jnp.zeros(v_ref.shape, jnp.float32))
+    dk, dv = lax.fori_loop(_first_query_block_for(ik, st), num_q_blocks, body, init)
+    dk_ref[...] = (dk * st.scale).astype(dk_ref.dtype)
+    dv_ref[...] = dv.astype(dv_ref.dtype)
+
+
+# ------------------------------------------------------------------------------ pallas calls
+
+
+def _compiler_params(st: _Static):
+    if st.interpret:
+        return None
+    backend = jax.default_backend()
+    if backend == "gpu":
+        from jax.experimental.pallas import triton as plgpu
+
+        return plgpu.CompilerParams(num_warps=st.num_warps, num_stages=st.num_stages)
+    if backend == "tpu":
+        from jax.experimental.pallas import tpu as pltpu
+
+        return pltpu.CompilerParams(dimension_semantics=("parallel", "parallel"))
+    return None
+
+
+def _row_specs(st: _Static, tp: int, lp: int, d: int, e: int):
+    """BlockSpecs of q / k / v / kvalid with the whole sequence of one (b, h) in the block."""
+    h = st.heads
+    full_q = pl.BlockSpec((None, tp, d), lambda bh, i: (bh, 0, 0))
+    full_k = pl.BlockSpec((None, lp, d), lambda bh, i: (bh, 0, 0))
+    full_v = pl.BlockSpec((None, lp, e), lambda bh, i: (bh, 0, 0))
+    full_kvalid = pl.BlockSpec((None, lp), lambda bh, i: (lax.div(bh, h), 0))
+    return full_q, full_k, full_v, full_kvalid
+
+
+def _forward(st: _Static, q, k, v, kvalid):
+    bh, tp, d = q.shape
+    lp, e = k.shape[1], v.shape[2]
+    _, full_k, full_v, full_kvalid = _row_specs(st, tp, lp, d, e)
+    return pl.pallas_call(
+        functools.partial(_fwd_kernel, st=st),
+        grid=(bh, tp // st.block_q),
+        in_specs=[
+            pl.BlockSpec((None, st.block_q, d), lambda b, i: (b, i, 0)),
+            full_k,
+            full_v,
+            full_kvalid,
+        ],
+        out_specs=[
+            pl.BlockSpec((None, st.block_q, e), lambda b, i: (b, i, 0)),
+            pl.BlockSpec((None, st.block_q), lambda b, i: (b, i)),
+        ],
+        out_shape=[
+            jax.ShapeDtypeStruct((bh, tp, e), q.dtype),
+            jax.ShapeDtypeStruct((bh, tp), jnp.float32),
+        ],
+        compiler_params=_compiler_params(st),
+        interpret=st.interpret,
+        name="memory_attention_fwd",
+    )(q, k, v, kvalid)
+
+
+def _backward(st: _Static, q, k, v, kvalid, o, lse, do):
+    bh, tp, d = q.shape
+    lp, e = k.shape[1], v.shape[2]
+    delta = jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1)  # [bh, tp]
+    full_q, full_k, full_v, full_kvalid = _row_specs(st, tp, lp, d, e)
+    full_do = pl.BlockSpec((None, tp, e), lambda b, i: (b, 0, 0))
+    full_row = pl.BlockSpec((None, tp), lambda b, i: (b, 0))
+    q_block = pl.BlockSpec((None, st.block_q, d), lambda b, i: (b, i, 0))
+    row_block = pl.BlockSpec((None, st.block_q), lambda b, i: (b, i))
+    dq = pl.pallas_call(
+        functools.partial(_dq_kernel, st=st),
+        grid=(bh, tp // st.block_q),
+        in_specs=[
+            q_block,
+            full_k,
+            full_v,
+            full_kvalid,
+            pl.BlockSpec((None, st.block_q, e), lambda b, i: (b, i, 0)),
+            row_block,
+            row_block,
+        ],
+        out_specs=q_block,
+        out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
+        compiler_params=_compiler_params(st),
+        interpret=st.interpret,
+        name="memory_attention_bwd_dq",
+    )(q, k, v, kvalid, do, lse, delta)
+    k_block = pl.BlockSpec((None, st.block_k, d), lambda b, j: (b, j, 0))
+    v_block = pl.BlockSpec((None, st.block_k, e), lambda b, j: (b, j, 0))
+    dk, dv = pl.pallas_call(
+        functools.partial(_dkv_kernel, st=st),
+        grid=(bh, lp // st.block_k),
+        in_specs=[
+            full_q,
+            k_block,
+            v_block,
+            pl.BlockSpec((None, st.block_k), lambda b, j: (lax.div(b, st.heads), j)),
+            full_do,
+            full_row,
+            full_row,
+        ],
+        out_specs=[k_block, v_block],
+        out_shape=[
+            jax.ShapeDtypeStruct(k.shape, k.dtype),
+            jax.ShapeDtypeStruct(v.shape, v.dtype),
+        ],
+        compiler_params=_compiler_params(st),
+        interpret=st.interpret,
+        name="memory_attention_bwd_dkv",
+    )(q, k, v, kvalid, do, lse, delta)
+    return dq, dk, dv
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _flash(st: _Static, q, k, v, kvalid):
+    return _forward(st, q, k, v, kvalid)[0]
+
+
+def _flash_fwd(st: _Static, q, k, v, kvalid):
+    o, lse = _forward(st, q, k, v, kvalid)
+    return o, (q, k, v, kvalid, o, lse)
+
+
+def _flash_bwd(st: _Static, res, do):
+    q, k, v, kvalid, o, lse = res
+    dq, dk, dv = _backward(st, q, k, v, kvalid, o, lse, do)
+    return dq, dk, dv, np.zeros(kvalid.shape, jax.dtypes.float0)
+
+
+_flash.defvjp(_flash_fwd, _flash_bwd)
+
+
+# ------------------------------------------------------------------------------- public API
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _feature_pad(n: int) -> int:
+    if jax.default_backend() == "tpu":
+        return _round_up(n, 128)
+    return max(16, pl.next_power_of_2(n))
+
+
+def _seq_block(block: int, n: int) -> int:
+    """The block actually used: ``block``, or less when the sequence is shorter."""
+    if jax.default_backend() == "tpu":
+        return min(block, _round_up(n, 128))
+    return min(block, max(16, pl.next_power_of_2(n)))
+
+
+def attention(
+    q: Float[Array, "b h t d"],
+    k: Float[Array, "b h l d"],
+    v: Float[Array, "b h l e"],
+    *,
+    spec: MaskSpec = _CAUSAL,
+    scale: float | None = None,
+    kv_start: Int[Array, " b"] | None = None,
+    interpret: bool = False,
+    block_q: int = 64,
+    block_k: int = 64,
+    num_warps: int | None = None,
+    num_stages: int = 2,
+) -> Float[Array, "b h t e"]:
+    """Masked attention of ``q`` over ``k, v``; same contract as ``attention_reference``.
+
+    ``block_q`` / ``block_k`` are the query / key tile sizes (shrunk for short sequences);
+    ``num_warps`` / ``num_stages`` go to the Triton compiler on GPU. Differentiable in q, k, v
+    through a Pallas backward (``jax.custom_vjp``).
+    """
+    if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
+        raise ValueError(f"expected [b, h, t, d] arrays, got {q.shape}, {k.shape}, {v.shape}")
+    b, h, t, d = q.shape
+    lk, e = k.shape[2], v.shape[3]
+    if k.shape != (b, h, lk, d) or v.shape[:3] != (b, h, lk):
+        raise ValueError(f"q {q.shape}, k {k.shape}, v {v.shape} do not agree")
+    scale = d**-0.5 if scale is None else float(scale)
+    bq, bk = _seq_block(block_q, t), _seq_block(block_k, lk)
+    tp, lp = _round_up(t, bq), _round_up(lk, bk)
+    dp, ep = _feature_pad(d), _feature_pad(e)
+    if num_warps is None:
+        num_warps = 4 if max(dp, ep) <= 64 else 8
+    st = _Static(t, lk, h, spec, scale, bq, bk, bool(interpret), num_warps, num_stages)
+
+    keys = jnp.arange(lp)
+    kvalid = jnp.broadcast_to(keys < lk, (b, lp))
+    if kv_start is not None:
+        kvalid = kvalid & (keys[None, :] >= jnp.asarray(kv_start)[:, None])
+    kvalid = kvalid.astype(jnp.int32)
+
+    def prep(x, n, npad, f, fpad):
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, npad - n), (0, fpad - f)))
+        return x.reshape(b * h, npad, fpad)
+
+    out = _flash(st, prep(q, t, tp, d, dp), prep(k, lk, lp, d, dp), prep(v, lk, lp, e, ep), kvalid)
+    return out.reshape(b, h, tp, ep)[:, :, :t, :e]

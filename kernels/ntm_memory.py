@@ -1,0 +1,285 @@
+"""One fused NTM memory step as a Pallas kernel: addressing of every head, read, erase/add write.
+
+Matches ``recurrentlab.ops.ntm_memory.memory_step_reference`` (same arguments, same NaN
+guards) in one kernel launch per step instead of a dozen XLA fusions, which is what an NTM
+pays per step inside ``lax.scan``. Equations (per head; see the reference's docstring)::
+
+    K_i  = k . M_i / (||k|| ||M_i|| + eps),  ||x|| = sqrt(max(sum x^2, eps^2))
+    w^c  = softmax_i(beta K_i);  w^g = g w^c + (1 - g) w_{t-1}
+    w~   = sum_{d=-r..r} s_d roll(w^g, d)               (roll(w, d)_i = w_{(i - d) mod n})
+    w    = softmax_i(gamma log max(w~_i, tiny))         (= w~^gamma / sum w~^gamma)
+    r    = sum_i w_i M_i                                (reads use M_{t-1})
+    M_t  = M_{t-1} o (1 - w e^T) + w a^T                (write heads in order)
+
+Shape legend: b batch, n slots, m slot width, hr / hw read / write heads, s = 2r+1 shift
+weights, bb the batch block one program handles.
+
+Layout. The grid runs over batch blocks; a program holds its ``bb`` memories [bb, n, m] and
+all heads, so memory is read from HBM once and written once per step. Per-head scalars
+(beta, g, gamma) travel as [b, h, 1] so every block's last two dimensions are whole array
+dimensions (legal under Mosaic TPU's (8, 128) rule and Triton's). The circular shift is a
+matmul of the flattened [bb*h, n] weightings with the 2r+1 permutation matrices P_d (built
+in-kernel from iotas), since value slicing / ``roll`` does not lower on every backend; it costs
+(2r+1) bb h n^2 flops, small next to the step for the NTM's n <= 1024.
+
+Padding. On GPU, n and m are padded to powers of two (Triton's block rule); padded slots are
+masked out of both softmaxes and of P_d, padded columns are zero in memory and keys and do not
+change norms or dots. The batch is padded to a multiple of bb with zero memories (NaN-safe).
+The tests run the padded path too (``pad_slots_to``).
+
+Backward. A second Pallas kernel recomputes the step for its batch block and applies
+``jax.vjp`` of the same in-kernel math to the output cotangents, so the backward is one fused
+launch that never stores the step's intermediates (w^c, w^g, w~, ...) in HBM. It is the exact
+gradient of the kernel's forward math, which equals the reference's up to float rounding.
+
+Backend. Written against the generic ``pl.pallas_call`` / ``pl.BlockSpec`` API with only
+elementwise ops, last-axis reductions, iotas, reshapes and 2-D dots, which both the Triton
+(GPU) and Mosaic TPU lowerings implement; Triton needs dot operands of at least 16 rows, so
+on GPU the batch block is ``bb = max(1, 16 // h)`` heads' worth. Only interpret mode
+(``interpret=True``, CPU) has been exercised by the CPU test suite; the accelerator tests in
+``tests/test_kernels_ntm.py`` check the compiled kernel where a GPU/TPU exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.experimental import pallas as pl
+from jaxtyping import Array, Float
+
+from recurrentlab.ops.ntm_memory import EPS, ReadHeads, WriteHeads
+
+_MASK = -0.7 * float(np.finfo(np.float32).max)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    n: int  # real slots
+    n_pad: int  # slots as laid out in the kernel
+    radius: int  # shift radius r (s = 2r + 1 weights)
+    block_b: int
+    interpret: bool
+
+
+# ----------------------------------------------------------------------- the in-kernel math
+
+
+def _masked_softmax(x, ok):
+    x = jnp.where(ok, x, _MASK)
+    e = jnp.where(ok, jnp.exp(x - jnp.max(x, axis=-1, keepdims=True)), 0.0)
+    return e / jnp.sum(e, axis=-1, keepdims=True)
+
+
+def _column(x, j):
+    """x[..., j:j+1] as a masked last-axis reduction (no value slicing in the kernel)."""
+    idx = lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    return jnp.sum(jnp.where(idx == j, x, 0.0), axis=-1, keepdims=True)
+
+
+def _row(x, i):
+    """x[:, i] of a [bb, h, k] array as a masked middle-axis reduction -> [bb, k]."""
+    idx = lax.broadcasted_iota(jnp.int32, x.shape, 1)
+    return jnp.sum(jnp.where(idx == i, x, 0.0), axis=1)
+
+
+def _permutation(st: _Static, d: int):
+    """P_d [n_pad, n_pad] with (w P_d)_i = w_{(i - d) mod n} on the real slots."""
+    n = st.n
+    dd = d % n
+    j = lax.broadcasted_iota(jnp.int32, (st.n_pad, st.n_pad), 0)
+    i = lax.broadcasted_iota(jnp.int32, (st.n_pad, st.n_pad), 1)
+    hit = ((i - j == dd) | (i - j == dd - n)) & (i < n) & (j < n)
+    return hit.astype(jnp.float32)
+
+
+def _address(st: _Static, memory, mem_norm, slot_ok, prev_w, key, beta, gate, shift, gamma):
+    """Weightings [bb, h, n_pad] of one kind of head (content, gate, shift, sharpen)."""
+    bb, h, _ = prev_w.shape
+    dot = jnp.sum(key[:, :, None, :] * memory[:, None, :, :], axis=-1)  # [bb, h, n]
+    key_norm = jnp.sqrt(jnp.maximum(jnp.sum(key * key, axis=-1, keepdims=True), EPS * EPS))
+    cosine = dot / (key_norm * mem_norm + EPS)
+    w_c = _masked_softmax(beta * cosine, slot_ok)
+    w_g = gate * w_c + (1.0 - gate) * prev_w
+    flat = w_g.reshape(bb * h, st.n_pad)
+    w_s = jnp.zeros_like(w_g)
+    for j in range(2 * st.radius + 1):
+        rolled = lax.dot_general(
+            flat, _permutation(st, j - st.radius), (((1,), (0,)), ((), ())),
+            preferred_element_type=jnp.float32,
+        ).reshape(bb, h, st.n_pad)
+        w_s = w_s + _column(shift, j) * rolled
+    tiny = float(jnp.finfo(jnp.float32).tiny)
+    return _masked_softmax(gamma * jnp.log(jnp.maximum(w_s, tiny)), slot_ok)
+
+
+def _step_math(st: _Static, memory, prev_rw, prev_ww, rk, rbeta, rgate, rshift, rgamma,
+               wk, wbeta, wgate, wshift, wgamma, erase, add):
+    """The fused step on one batch block; every argument has the block's batch axis first."""
+    bb = memory.shape[0]
+    slot = lax.broadcasted_iota(jnp.int32, (bb, 1, st.n_pad), 2)
+    slot_ok = slot < st.n
+    mem_norm = jnp.sqrt(jnp.maximum(jnp.sum(memory * memory, axis=-1), EPS * EPS))
+    mem_norm = mem_norm.reshape(bb, 1, st.n_pad)
+    read_w = _address(st, memory, mem_norm, slot_ok, prev_rw, rk, rbeta, rgate, rshift, rgamma)
+    write_w = _address(st, memory, mem_norm, slot_ok, prev_ww, wk, wbeta, wgate, wshift, wgamma)
+    reads = jnp.sum(read_w[:, :, :, None] * memory[:, None, :, :], axis=2)  # [bb, hr, m]
+    new_memory = memory
+    for i in range(write_w.shape[1]):
+        w_i = _row(write_w, i)[:, :, None]  # [bb, n, 1]
+        e_i = _row(erase, i)[:, None, :]  # [bb, 1, m]
+        a_i = _row(add, i)[:, None, :]
+        new_memory = new_memory * (1.0 - w_i * e_i) + w_i * a_i
+    return new_memory, read_w, write_w, reads
+
+
+# ---------------------------------------------------------------------------------- kernels
+
+
+def _fwd_kernel(*refs, st: _Static):
+    in_refs, out_refs = refs[:15], refs[15:]
+    outs = _step_math(st, *(r[...] for r in in_refs))
+    for ref, val in zip(out_refs, outs, strict=True):
+        ref[...] = val.astype(ref.dtype)
+
+
+def _bwd_kernel(*refs, st: _Static):
+    in_refs, ct_refs, grad_refs = refs[:15], refs[15:19], refs[19:]
+    _, vjp = jax.vjp(functools.partial(_step_math, st), *(r[...] for r in in_refs))
+    grads = vjp(tuple(r[...] for r in ct_refs))
+    for ref, val in zip(grad_refs, grads, strict=True):
+        ref[...] = val.astype(ref.dtype)
+
+
+def _block_spec(x, bb: int):
+    """Batch block of ``bb`` rows, the rest of the array whole."""
+    rest = x.shape[1:]
+    return pl.BlockSpec((bb, *rest), lambda i: (i, *([0] * len(rest))))
+
+
+def _compiler_params(st: _Static):
+    if st.interpret:
+        return None
+    if jax.default_backend() == "tpu":
+        from jax.experimental.pallas import tpu as pltpu
+
+        return pltpu.CompilerParams(dimension_semantics=("parallel",))
+    if jax.default_backend() == "gpu":
+        from jax.experimental.pallas import triton as plgpu
+
+        return plgpu.CompilerParams(num_warps=4, num_stages=1)
+    return None
+
+
+def _call(kernel, st: _Static, inputs, out_like, name):
+    bb = st.block_b
+    return pl.pallas_call(
+        functools.partial(kernel, st=st),
+        grid=(inputs[0].shape[0] // bb,),
+        in_specs=[_block_spec(x, bb) for x in inputs],
+        out_specs=[_block_spec(x, bb) for x in out_like],
+        out_shape=[jax.ShapeDtypeStruct(x.shape, jnp.float32) for x in out_like],
+        compiler_params=_compiler_params(st),
+        interpret=st.interpret,
+        name=name,
+    )(*inputs)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _fused(st: _Static, *inputs):
+    memory, prev_rw, prev_ww, rk = inputs[:4]
+    out_like = (memory, prev_rw, prev_ww, rk)  # new memory, read_w, write_w, reads
+    return tuple(_call(_fwd_kernel, st, inputs, out_like, "ntm_memory_step_fwd"))
+
+
+def _fused_fwd(st: _Static, *inputs):
+    return _fused(st, *inputs), inputs
+
+
+def _fused_bwd(st: _Static, inputs, cts):
+    cts = tuple(jnp.asarray(c, jnp.float32) for c in cts)
+    return tuple(_call(_bwd_kernel, st, (*inputs, *cts), inputs, "ntm_memory_step_bwd"))
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+# ------------------------------------------------------------------------------- public API
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def memory_step(
+    memory: Float[Array, "b n m"],
+    prev_read_w: Float[Array, "b hr n"],
+    prev_write_w: Float[Array, "b hw n"],
+    read_heads: ReadHeads,
+    write_heads: WriteHeads,
+    *,
+    interpret: bool = False,
+    block_b: int | None = None,
+    pad_slots_to: int | None = None,
+) -> tuple[
+    Float[Array, "b n m"], Float[Array, "b hr n"], Float[Array, "b hw n"], Float[Array, "b hr m"]
+]:
+    """One fused NTM memory step; same contract as ``ops.ntm_memory.memory_step``.
+
+    Returns ``(new_memory, read_w, write_w, reads)`` in float32. ``block_b`` is the batch block
+    per program (default: 8, or enough for 16 dot rows on GPU); ``pad_slots_to`` lays the n
+    slots out padded to that many (default: a power of two on GPU, n elsewhere).
+    Differentiable in every input through the fused backward kernel.
+    """
+    rh, wh = read_heads, write_heads
+    b, n, m = memory.shape
+    hr, hw = prev_read_w.shape[1], prev_write_w.shape[1]
+    width = rh.shift.shape[-1]
+    if width % 2 != 1 or wh.shift.shape[-1] != width:
+        raise ValueError(f"shift needs the same odd 2r+1 weights for all heads, got {width}")
+    gpu = jax.default_backend() == "gpu" and not interpret
+    n_pad = pad_slots_to or (_next_pow2(n) if gpu else n)
+    m_pad = _next_pow2(m) if gpu else m
+    if n_pad < n:
+        raise ValueError(f"pad_slots_to={n_pad} is less than the {n} slots")
+    if block_b is None:
+        block_b = max(1, 16 // min(hr, hw)) if gpu else 8
+    bb = min(block_b, b)
+    b_pad = -(-b // bb) * bb
+    st = _Static(n, n_pad, width // 2, bb, bool(interpret))
+
+    def pad(x, *sizes):
+        x = jnp.asarray(x, jnp.float32)
+        return jnp.pad(x, [(0, s - d) for s, d in zip(sizes, x.shape, strict=True)])
+
+    def scalar(x, h):
+        return pad(x[..., None], b_pad, h, 1)
+
+    inputs = (
+        pad(memory, b_pad, n_pad, m_pad),
+        pad(prev_read_w, b_pad, hr, n_pad),
+        pad(prev_write_w, b_pad, hw, n_pad),
+        pad(rh.key, b_pad, hr, m_pad),
+        scalar(rh.beta, hr),
+        scalar(rh.gate, hr),
+        pad(rh.shift, b_pad, hr, width),
+        scalar(rh.gamma, hr),
+        pad(wh.key, b_pad, hw, m_pad),
+        scalar(wh.beta, hw),
+        scalar(wh.gate, hw),
+        pad(wh.shift, b_pad, hw, width),
+        scalar(wh.gamma, hw),
+        pad(wh.erase, b_pad, hw, m_pad),
+        pad(wh.add, b_pad, hw, m_pad),
+    )
+    new_memory, read_w, write_w, reads = _fused(st, *inputs)
+    return (
+        new_memory[:b, :n, :m],
+        read_w[:b, :, :n],
+        write_w[:b, :, :n],
+        reads[:b, :, :m],
+    )
