@@ -1,0 +1,455 @@
+"""LSTM language model with AWD-LSTM regularisation (Merity, Keskar & Socher 2017).
+
+Reference: salesforce/awd-lstm-lm ``model.py``, ``weight_drop.py``, ``locked_dropout.py``,
+``embed_regularize.py``, ``main.py``.
+
+Shape legend: b batch, t time (segment length S), v vocabulary, e embedding size, d a layer's
+input size, h a layer's hidden size, g = 4h gate pre-activations.
+
+Cell (gate order i, f, g, o as ``torch.nn.LSTM``, so torch weights copy over transposed)::
+
+    z_t = x_t W_ih + b_ih + b_hh + h_{t-1} W_hh          z_t: [b, 4h]
+    i, f, o = σ(z_i), σ(z_f), σ(z_o);   g = tanh(z_g)
+    c_t = f ∘ c_{t-1} + i ∘ g
+    h_t = o ∘ tanh(c_t)
+
+The input part ``x W_ih + b`` of a whole segment is one matmul before the time loop; only
+``h_{t-1} W_hh`` runs inside ``jax.lax.scan``. The recurrence is the pure function
+:func:`lstm_cell`; :func:`lstm_layer` drives it over time.
+
+Model (AWD ``RNNModel``)::
+
+    x   = locked_dropout(embedding_dropout(E, tokens, dropoute), dropouti)
+    for l in layers:  x = LSTM_l(x; W_hh dropped with rate wdrop)
+                      x = locked_dropout(x, dropouth)        (all but the last layer)
+    out = locked_dropout(x, dropout)
+    logits = out E^T + b      (tied)   or   out W_dec + b   (untied)
+
+Layer sizes: layer 0 reads ``embed_dim``; every layer has ``hidden_dim`` units except the
+last, which has ``embed_dim`` units when ``tie_weights`` (as AWD does) so the decoder can
+reuse the embedding table.
+
+Init (as the reference): LSTM weights and both biases uniform ±1/√h (``torch.nn.LSTM``);
+embedding uniform ±0.1; untied decoder weight uniform ±0.1; decoder bias 0.
+
+Randomness: every dropout mask is sampled **once per model call** from ``key`` and
+broadcast over the call's time steps — embedding row mask, locked masks, DropConnect masks
+on ``W_hh``. A call is one segment, so with ``train.bptt_segments=1`` (one segment per
+optimiser step) this is exactly AWD-LSTM's once per batch; with K > 1 segments per window
+each segment draws fresh masks (the trainer folds the segment index into the key).
+``train=False`` or ``key=None``: no dropout at all.
+
+AR/TAR: ``__call__`` keeps the carry contract ``(logits, carry)``. A trainer that wants
+AWD's activation penalties calls :meth:`LSTM.call_with_penalty`, which also returns
+``ar_alpha · mean(out²) + tar_beta · mean((h_t - h_{t-1})²)`` over the segment
+(:func:`recurrentlab.models.regularizers.ar_tar_penalty`), to be added to the loss.
+
+Fast path (``custom_vjp=True``): :func:`lstm_recurrence_fused` is the same recurrence with a
+hand-written backward pass: the reverse time loop runs only the recurrent matmul
+``dz_t W_hhᵀ``; the weight gradient ``Σ_t h_{t-1}ᵀ dz_t`` is one large matmul after the
+loop. Tests check it equals autodiff of the plain path.
+
+Deviations from the authors' code (documented, deliberate):
+
+* AWD draws a random sequence length per batch (``bptt`` with p=0.95 else ``bptt/2``, plus
+  N(0, 5) noise) and rescales the learning rate by ``seq_len / bptt``. Our trainer uses a
+  fixed ``train.segment_len``; the stream offsets move by exactly one window per step.
+* Masks are per model call (see above), which equals AWD's per batch only when
+  ``bptt_segments=1``.
+* ``dtype="bfloat16"`` (not in the reference) runs the matmuls in bfloat16 with float32
+  accumulation; gates, cell state and the carry stay float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from recurrentlab.errors import ConfigError
+from recurrentlab.models.base import SequenceModel, register_model
+from recurrentlab.models.regularizers import (
+    ar_tar_penalty,
+    embedding_dropout,
+    locked_dropout,
+    weight_drop,
+)
+
+
+class LSTMState(NamedTuple):
+    """State of one LSTM layer, batch first."""
+
+    h: Float[Array, "b h"]
+    c: Float[Array, "b h"]
+
+
+class LSTMWeights(NamedTuple):
+    """One layer's weights in ``x @ W`` layout: ``w_ih = torch weight_ih_l0.T`` etc."""
+
+    w_ih: Float[Array, "d g"]
+    w_hh: Float[Array, "h g"]
+    b_ih: Float[Array, " g"]
+    b_hh: Float[Array, " g"]
+
+
+def _dot(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x @ w`` in ``w``'s dtype with float32 accumulation and result."""
+    return jnp.matmul(x.astype(w.dtype), w, preferred_element_type=jnp.float32)
+
+
+def _gate_activations(z: Float[Array, "b g"]) -> Float[Array, "b g"]:
+    """σ on the i, f, o blocks and tanh on the g block of ``z = [z_i, z_f, z_g, z_o]``."""
+    zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
+    return jnp.concatenate(
+        [jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jnp.tanh(zg), jax.nn.sigmoid(zo)], axis=-1
+    )
+
+
+def lstm_cell(
+    w_hh: Float[Array, "h g"], state: LSTMState, x_proj_t: Float[Array, "b g"]
+) -> LSTMState:
+    """One LSTM step; ``x_proj_t = x_t W_ih + b_ih + b_hh`` is precomputed."""
+    a = _gate_activations(x_proj_t + _dot(state.h, w_hh))
+    i, f, g, o = jnp.split(a, 4, axis=-1)
+    c = f * state.c + i * g
+    return LSTMState(o * jnp.tanh(c), c)
+
+
+def input_projection(
+    weights: LSTMWeights, xs: Float[Array, "... d"]
+) -> Float[Array, "... g"]:
+    """``x W_ih + b_ih + b_hh`` for every time step at once (one matmul), float32."""
+    return _dot(xs, weights.w_ih) + (weights.b_ih + weights.b_hh).astype(jnp.float32)
+
+
+def lstm_recurrence(
+    w_hh: Float[Array, "h g"],
+    state: LSTMState,
+    x_proj: Float[Array, "t b g"],
+    *,
+    unroll: int = 1,
+) -> tuple[Float[Array, "t b h"], LSTMState]:
+    """Run :func:`lstm_cell` over time with ``jax.lax.scan`` (time-major); autodiff path."""
+
+    def step(carry, xp):
+        new = lstm_cell(w_hh, carry, xp)
+        return new, new.h
+
+    final, hs = jax.lax.scan(step, state, x_proj, unroll=unroll)
+    return hs, final
+
+
+# --- fused backward -------------------------------------------------------------------
+
+
+def _fused_forward(w_hh, h0, c0, x_proj, unroll):
+    def step(carry, xp):
+        h, c = carry
+        a = _gate_activations(xp + _dot(h, w_hh))
+        i, f, g, o = jnp.split(a, 4, axis=-1)
+        c = f * c + i * g
+        h = o * jnp.tanh(c)
+        return (h, c), (h, c, a)
+
+    (h_t, c_t), (hs, cs, acts) = jax.lax.scan(step, (h0, c0), x_proj, unroll=unroll)
+    return hs, h_t, c_t, (cs, acts)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _recurrence_fused(w_hh, h0, c0, x_proj, unroll):
+    hs, h_t, c_t, _ = _fused_forward(w_hh, h0, c0, x_proj, unroll)
+    return hs, h_t, c_t
+
+
+def _recurrence_fused_fwd(w_hh, h0, c0, x_proj, unroll):
+    hs, h_t, c_t, (cs, acts) = _fused_forward(w_hh, h0, c0, x_proj, unroll)
+    return (hs, h_t, c_t), (w_hh, h0, c0, hs, cs, acts)
+
+
+def _recurrence_fused_bwd(unroll, residuals, cotangents):
+    w_hh, h0, c0, hs, cs, acts = residuals
+    d_hs, d_ht, d_ct = cotangents
+    c_prev = jnp.concatenate([c0[None], cs[:-1]], axis=0)
+    w_hh_t = w_hh.T
+
+    def step(carry, inputs):
+        dh_next, dc_next = carry
+        dh_out, a, c, cp = inputs
+        dh = dh_out + dh_next
+        i, f, g, o = jnp.split(a, 4, axis=-1)
+        tanh_c = jnp.tanh(c)
+        dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
+        dz = jnp.concatenate(
+            [
+                dc * g * i * (1.0 - i),
+                dc * cp * f * (1.0 - f),
+                dc * i * (1.0 - g * g),
+                dh * tanh_c * o * (1.0 - o),
+            ],
+            axis=-1,
+        )
+        return (_dot(dz, w_hh_t), dc * f), dz
+
+    (dh0, dc0), dz = jax.lax.scan(
+        step, (d_ht, d_ct), (d_hs, acts, cs, c_prev), reverse=True, unroll=unroll
+    )
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
+    t, b, h = h_prev.shape
+    dw_hh = jnp.matmul(
+        h_prev.reshape(t * b, h).T, dz.reshape(t * b, 4 * h), preferred_element_type=jnp.float32
+    )
+    return dw_hh.astype(w_hh.dtype), dh0.astype(h0.dtype), dc0.astype(c0.dtype), dz
+
+
+_recurrence_fused.defvjp(_recurrence_fused_fwd, _recurrence_fused_bwd)
+
+
+def lstm_recurrence_fused(
+    w_hh: Float[Array, "h g"],
+    state: LSTMState,
+    x_proj: Float[Array, "t b g"],
+    *,
+    unroll: int = 1,
+) -> tuple[Float[Array, "t b h"], LSTMState]:
+    """:func:`lstm_recurrence` with a hand-written backward pass (same values, same grads).
+
+    Backward, with ``a = [i, f, g, o]`` saved from the forward pass::
+
+        dh_t = ∂L/∂h_t (output) + dz_{t+1} W_hhᵀ
+        dc_t = dc_{t+1} ∘ f_{t+1} + dh_t ∘ o ∘ (1 - tanh²c_t)
+        dz_t = [dc∘g∘i(1-i), dc∘c_{t-1}∘f(1-f), dc∘i(1-g²), dh∘tanh c_t∘o(1-o)]
+        dW_hh = Σ_t h_{t-1}ᵀ dz_t   (one [h, t·b] × [t·b, 4h] matmul after the loop)
+
+    ``dz`` is also the gradient of ``x_proj``, so autodiff of :func:`input_projection`
+    turns it into ``dW_ih`` and ``dx`` as single matmuls too.
+    """
+    hs, h_t, c_t = _recurrence_fused(
+        w_hh, state.h.astype(jnp.float32), state.c.astype(jnp.float32), x_proj, unroll
+    )
+    return hs, LSTMState(h_t, c_t)
+
+
+def lstm_layer(
+    weights: LSTMWeights,
+    state: LSTMState,
+    xs: Float[Array, "b t d"],
+    *,
+    time_major: bool = False,
+    unroll: int = 1,
+    custom_vjp: bool = False,
+) -> tuple[Float[Array, "b t h"], LSTMState]:
+    """One LSTM layer over a sequence: input projection, then the recurrence.
+
+    ``xs`` is ``[b, t, d]`` (``[t, b, d]`` with ``time_major=True``); outputs follow the
+    same layout. Returns all hidden states and the final state.
+    """
+    if not time_major:
+        xs = jnp.swapaxes(xs, 0, 1)
+    x_proj = input_projection(weights, xs)
+    run = lstm_recurrence_fused if custom_vjp else lstm_recurrence
+    hs, final = run(weights.w_hh, state, x_proj, unroll=unroll)
+    if not time_major:
+        hs = jnp.swapaxes(hs, 0, 1)
+    return hs, final
+
+
+# --- Flax module ----------------------------------------------------------------------
+
+
+def _uniform(rngs: nnx.Rngs, shape: tuple[int, ...], bound: float) -> jax.Array:
+    return jax.random.uniform(rngs.params(), shape, jnp.float32, -bound, bound)
+
+
+class LSTMLayer(nnx.Module):
+    """Parameters of one single-layer LSTM, initialised as ``torch.nn.LSTM``."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, *, rngs: nnx.Rngs):
+        bound = 1.0 / math.sqrt(hidden_dim)
+        g = 4 * hidden_dim
+        self.hidden_dim = hidden_dim
+        self.w_ih = nnx.Param(_uniform(rngs, (in_dim, g), bound))
+        self.w_hh = nnx.Param(_uniform(rngs, (hidden_dim, g), bound))
+        self.b_ih = nnx.Param(_uniform(rngs, (g,), bound))
+        self.b_hh = nnx.Param(_uniform(rngs, (g,), bound))
+
+    def weights(self, dtype) -> LSTMWeights:
+        return LSTMWeights(
+            self.w_ih[...].astype(dtype), self.w_hh[...].astype(dtype),
+            self.b_ih[...], self.b_hh[...],
+        )
+
+
+class LSTMOutput(NamedTuple):
+    logits: Float[Array, "b t v"]
+    carry: tuple[LSTMState, ...]
+    raw_output: Float[Array, "b t e"]  # last layer's output before the output dropout
+    dropped_output: Float[Array, "b t e"]  # after it (what the decoder reads)
+
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@register_model("lstm")
+class LSTM(SequenceModel):
+    """Multi-layer LSTM language model with AWD-LSTM regularisation (see module docstring).
+
+    Carry: a tuple with one :class:`LSTMState` ``(h [b, h_l], c [b, h_l])`` per layer.
+    """
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        c = ml_collections.ConfigDict()
+        c.embed_dim = 400  # e: embedding size (= last layer's size when tied)
+        c.hidden_dim = 1840  # units of every layer but the last (when tied)
+        c.num_layers = 3  # stacked single-layer LSTMs
+        c.tie_weights = True  # decoder reuses the embedding table (AWD default)
+        c.dropout = 0.4  # locked dropout on the last layer's output
+        c.dropouth = 0.1  # locked dropout between LSTM layers
+        c.dropouti = 0.1  # locked dropout on the embeddings
+        c.dropoute = 0.0  # embedding dropout: whole vocabulary rows
+        c.wdrop = 0.2  # DropConnect on every layer's hidden-to-hidden matrix
+        c.ar_alpha = 0.0  # activation regularisation (call_with_penalty)
+        c.tar_beta = 0.0  # temporal activation regularisation (call_with_penalty)
+        c.scan_unroll = 1  # unroll of the time loop
+        c.custom_vjp = True  # hand-written backward (False: autodiff through lax.scan)
+        c.dtype = "float32"  # matmul dtype: float32 | bfloat16 (parameters stay float32)
+        return c
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        rngs: nnx.Rngs,
+        embed_dim: int = 400,
+        hidden_dim: int = 1840,
+        num_layers: int = 3,
+        tie_weights: bool = True,
+        dropout: float = 0.4,
+        dropouth: float = 0.1,
+        dropouti: float = 0.1,
+        dropoute: float = 0.0,
+        wdrop: float = 0.2,
+        ar_alpha: float = 0.0,
+        tar_beta: float = 0.0,
+        scan_unroll: int = 1,
+        custom_vjp: bool = True,
+        dtype: str = "float32",
+    ):
+        if num_layers < 1:
+            raise ConfigError(f"model.num_layers must be >= 1, got {num_layers}")
+        for name, rate in (("dropout", dropout), ("dropouth", dropouth),
+                           ("dropouti", dropouti), ("dropoute", dropoute), ("wdrop", wdrop)):
+            if not 0.0 <= rate < 1.0:
+                raise ConfigError(f"model.{name} must be in [0, 1), got {rate}")
+        if dtype not in _DTYPES:
+            raise ConfigError(f"model.dtype '{dtype}' unknown; use {' or '.join(_DTYPES)}")
+        if scan_unroll < 1:
+            raise ConfigError(f"model.scan_unroll must be >= 1, got {scan_unroll}")
+        self.vocab_size = vocab_size
+        self.embed_dim = embed_dim
+        self.num_layers = num_layers
+        self.tie_weights = tie_weights
+        self.dropout, self.dropouth, self.dropouti = dropout, dropouth, dropouti
+        self.dropoute, self.wdrop = dropoute, wdrop
+        self.ar_alpha, self.tar_beta = ar_alpha, tar_beta
+        self.scan_unroll = scan_unroll
+        self.custom_vjp = custom_vjp
+        self.dtype = dtype
+
+        self.embedding = nnx.Param(_uniform(rngs, (vocab_size, embed_dim), 0.1))
+        sizes = [
+            hidden_dim if i != num_layers - 1 else (embed_dim if tie_weights else hidden_dim)
+            for i in range(num_layers)
+        ]
+        self.layer_sizes = tuple(sizes)
+        inputs = [embed_dim] + sizes[:-1]
+        self.layers = nnx.List(
+            [LSTMLayer(d, h, rngs=rngs) for d, h in zip(inputs, sizes, strict=True)]
+        )
+        if not tie_weights:
+            self.decoder = nnx.Param(_uniform(rngs, (sizes[-1], vocab_size), 0.1))
+        self.decoder_bias = nnx.Param(jnp.zeros((vocab_size,), jnp.float32))
+
+    def init_carry(self, batch_size: int) -> tuple[LSTMState, ...]:
+        return tuple(
+            LSTMState(jnp.zeros((batch_size, h), jnp.float32), jnp.zeros((batch_size, h),
+                                                                           jnp.float32))
+            for h in self.layer_sizes
+        )
+
+    def forward(
+        self,
+        tokens: Int[Array, "b t"],
+        carry: tuple[LSTMState, ...],
+        *,
+        train: bool = False,
+        key: PRNGKeyArray | None = None,
+    ) -> LSTMOutput:
+        """The full forward pass, also returning the last layer's raw and dropped outputs."""
+        if len(carry) != self.num_layers:
+            raise ValueError(f"carry has {len(carry)} layers, model has {self.num_layers}")
+        dtype = _DTYPES[self.dtype]
+        drop = train and key is not None
+        keys = list(jax.random.split(key, 3 + 2 * self.num_layers)) if drop else [None] * (
+            3 + 2 * self.num_layers)
+        k_embed, k_in, k_out, k_layers = keys[0], keys[1], keys[2], keys[3:]
+
+        table = self.embedding[...]
+        # time-major inside: [t, b, e]
+        x = embedding_dropout(k_embed, table, tokens.T, self.dropoute if drop else 0.0)
+        x = locked_dropout(k_in, x, self.dropouti if drop else 0.0, time_axis=0)
+        new_carry = []
+        for i, layer in enumerate(self.layers):
+            weights = layer.weights(dtype)
+            w_hh = weight_drop(k_layers[2 * i], weights.w_hh, self.wdrop if drop else 0.0)
+            x, state = lstm_layer(
+                weights._replace(w_hh=w_hh), carry[i], x, time_major=True,
+                unroll=self.scan_unroll, custom_vjp=self.custom_vjp,
+            )
+            new_carry.append(state)
+            if i != self.num_layers - 1:
+                x = locked_dropout(k_layers[2 * i + 1], x, self.dropouth if drop else 0.0,
+                                   time_axis=0)
+        raw = jnp.swapaxes(x, 0, 1)
+        out = locked_dropout(k_out, raw, self.dropout if drop else 0.0, time_axis=1)
+        if self.tie_weights:
+            logits = _dot(out, table.astype(dtype).T)
+        else:
+            logits = _dot(out, self.decoder[...].astype(dtype))
+        logits = logits + self.decoder_bias[...]
+        return LSTMOutput(logits, tuple(new_carry), raw, out)
+
+    def __call__(
+        self,
+        tokens: Int[Array, "b t"],
+        carry: tuple[LSTMState, ...],
+        *,
+        train: bool = False,
+        key: PRNGKeyArray | None = None,
+    ) -> tuple[Float[Array, "b t v"], tuple[LSTMState, ...]]:
+        out = self.forward(tokens, carry, train=train, key=key)
+        return out.logits, out.carry
+
+    def call_with_penalty(
+        self,
+        tokens: Int[Array, "b t"],
+        carry: tuple[LSTMState, ...],
+        *,
+        train: bool = False,
+        key: PRNGKeyArray | None = None,
+    ) -> tuple[Float[Array, "b t v"], tuple[LSTMState, ...], Float[Array, ""]]:
+        """``(logits, carry, penalty)``: ``penalty`` is AWD's AR + TAR term for this segment.
+
+        Add it to the mean cross-entropy of the segment in training (AWD adds it to every
+        batch's loss). It is 0 when ``ar_alpha == tar_beta == 0``.
+        """
+        out = self.forward(tokens, carry, train=train, key=key)
+        penalty = ar_tar_penalty(out.dropped_output, out.raw_output,
+                                 alpha=self.ar_alpha, beta=self.tar_beta)
+        return out.logits, out.carry, penalty
