@@ -1,0 +1,226 @@
+"""Recurrent Memory Transformer (Bulatov, Kuratov, Burtsev, NeurIPS 2022).
+
+Follows booydar/LM-RMT ``pytorch/mem_transformer.py`` (``num_mem_tokens``, ``mem_at_end``,
+``read_mem_from_cache``) and ``train.py``/``train_synthetic.py``. Per segment x (s tokens) with
+incoming memory M (m vectors of width d):
+
+    rows     = [M; E(x); M]                                  [b, m + s + m, d]
+    H        = Decoder(rows)   with the mask below            (Transformer-XL or Transformer)
+    M'       = H[:, m + s :]                                  new memory: write-row outputs
+    logits   = Head(H[:, m : m + s])                          segment rows only, [b, s, v]
+
+Mask (``MaskSpec(causal=True, prefix=m, suffix=m)``; row i, key j, both over ``rows``):
+causal; the m read-memory rows see each other; the m write-memory rows see every row (so
+everything before them and each other). No segment row sees a write row (causality), which is
+tested. This is exactly the reference's ``dec_attn_mask`` with ``mem_at_end`` (the reference
+is ``triu(1 + mlen)`` with ``[:m, mlen:mlen+m] = 0`` and ``[-m:, -m:] = 0``). With an XL cache
+(``mem_len > 0``) the reference also hides the cache from both memory blocks unless
+``read_mem_from_cache``; we follow it (an extra -inf on those entries of the score bias).
+
+Backbones (``backbone``):
+- ``"transformer_xl"`` (the reference): the Transformer-XL stack of ``transformer_xl.py``,
+  post-LN, relative positions over the rows, ``mem_len`` > 0 adds the XL cache (which, as in the
+  reference, caches the last ``mem_len`` *rows*, memory rows included). Memory vectors enter
+  unscaled next to √d-scaled token embeddings and share the input dropout, as in the reference.
+  The new memory is the last layer's output after the output dropout (the reference's
+  ``hidden[-m:]`` after ``self.drop``).
+- ``"transformer"``: the pre-LN decoder of ``transformer.py``; learned positions 0..s+2m-1
+  (or rotary) over the rows; attention runs ``recurrentlab.ops.attention.attention`` with the
+  mask above, so the attention kernel serves it. The new memory is the residual stream before the
+  final LayerNorm (the same space the next segment's rows live in). ``mem_len`` must be 0.
+
+Memory initialisation (``mem_init``):
+- ``"shared_random"`` (paper and reference): m copies of one N(0, 1) vector, drawn once from the
+  seed and *not* trained (the reference keeps it as a plain tensor, not a parameter).
+- ``"learned"``: one trainable N(0, 1) vector per slot.
+
+Carry: ``RMTCarry(memory=Float[b, m, d], started=Bool[b], xl=XLCarry | ())``. A stream whose
+``started`` is false reads the initial memory instead of ``memory``; the substitution happens
+inside the call, so a learned initial memory gets its gradient, and the trainer's carry reset
+(which swaps in ``init_carry``) restarts a stream from the initial memory.
+
+Gradient through memory: within one window the trainer scans the K = ``train.bptt_segments``
+segments with the carry and no ``stop_gradient``, and stops the gradient between windows.
+That is the paper's memory BPTT depth: the reference's ``mem_backprop_depth`` d lets the
+gradient pass through the memory into the d previous segments, i.e. ``bptt_segments = d + 1``
+here (every segment of a window contributes its loss once, the window's first segment gets the
+shallowest gradient). Synthetic tasks backpropagate through all segments of an example
+(``bptt_segments`` = segments per example).
+
+Shape legend: b batch, s segment length, m num_mem_tokens, d d_model, v vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+from jaxtyping import Array, Float, Int
+
+from recurrentlab.errors import ConfigError
+from recurrentlab.models.base import SequenceModel, register_model
+from recurrentlab.models.layers import Keys, dropout
+from recurrentlab.models.transformer import Transformer
+from recurrentlab.models.transformer_xl import TransformerXL, XLCarry
+from recurrentlab.ops.attention import MaskSpec
+
+
+class MemoryInit(nnx.Variable):
+    """A fixed (untrained) initial memory: state of the model, not an optimiser target."""
+
+
+class RMTCarry(NamedTuple):
+    memory: jax.Array  # Float[b, m, d]: memory read at the start of the next segment
+    started: jax.Array  # Bool[b]: false = use the initial memory
+    xl: Any  # XLCarry of the backbone when mem_len > 0, else ()
+
+
+@register_model("rmt")
+class RMT(SequenceModel):
+    """Recurrent Memory Transformer; see the module docstring."""
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        c = ml_collections.ConfigDict()
+        c.num_mem_tokens = 10  # m: memory vectors read and written per segment
+        c.mem_init = "shared_random"  # shared_random (m copies of one fixed vector) | learned
+        c.backbone = "transformer_xl"  # transformer_xl (reference) | transformer (pre-LN)
+        c.mem_len = 0  # XL cache rows per layer; 0 = no cache (transformer_xl backbone only)
+        c.read_mem_from_cache = False  # memory rows may attend to the XL cache
+        c.num_layers = 12  # decoder layers
+        c.d_model = 512  # residual width
+        c.num_heads = 8  # attention heads
+        c.d_head = 0  # XL head width; 0 = d_model / num_heads
+        c.d_ff = 2048  # feed-forward hidden width
+        c.dropout = 0.1  # embedding, residual, FFN and output dropout
+        c.attn_dropout = 0.0  # dropout on attention probabilities
+        c.clamp_len = 0  # XL: clamp relative distances; 0 = off
+        c.positions = "learned"  # transformer backbone: learned | rotary
+        c.max_len = 1024  # transformer backbone: position table size (>= s + 2m)
+        c.tie_weights = True  # output projection = embedding transposed
+        c.impl = "auto"  # attention op implementation (transformer backbone)
+        return c
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        rngs: nnx.Rngs,
+        num_mem_tokens: int = 10,
+        mem_init: str = "shared_random",
+        backbone: str = "transformer_xl",
+        mem_len: int = 0,
+        read_mem_from_cache: bool = False,
+        num_layers: int = 12,
+        d_model: int = 512,
+        num_heads: int = 8,
+        d_head: int = 0,
+        d_ff: int = 2048,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.0,
+        clamp_len: int = 0,
+        positions: str = "learned",
+        max_len: int = 1024,
+        tie_weights: bool = True,
+        impl: str = "auto",
+    ):
+        if num_mem_tokens < 1:
+            raise ConfigError("rmt needs num_mem_tokens >= 1 (use transformer or "
+                              "transformer_xl for a model without memory tokens)")
+        if mem_init not in ("shared_random", "learned"):
+            raise ConfigError(f"mem_init '{mem_init}' unknown; use shared_random or learned")
+        common = dict(vocab_size=vocab_size, rngs=rngs, num_layers=num_layers,
+                      d_model=d_model, num_heads=num_heads, d_ff=d_ff, dropout=dropout,
+                      attn_dropout=attn_dropout, tie_weights=tie_weights, impl=impl)
+        if backbone == "transformer_xl":
+            self.backbone = TransformerXL(d_head=d_head, mem_len=mem_len, clamp_len=clamp_len,
+                                          **common)
+        elif backbone == "transformer":
+            if mem_len:
+                raise ConfigError("rmt: mem_len > 0 (an XL cache) needs backbone "
+                                  "'transformer_xl'")
+            self.backbone = Transformer(positions=positions, max_len=max_len, **common)
+        else:
+            raise ConfigError(f"rmt backbone '{backbone}' unknown; use transformer_xl or "
+                              "transformer")
+        self.vocab_size = vocab_size
+        self.kind = backbone
+        self.num_mem_tokens, self.d_model, self.dropout = num_mem_tokens, d_model, dropout
+        self.mem_len, self.read_mem_from_cache = mem_len, read_mem_from_cache
+        if mem_init == "shared_random":
+            one = jax.random.normal(rngs.params(), (1, d_model))
+            self.memory_init = MemoryInit(jnp.repeat(one, num_mem_tokens, axis=0))
+        else:
+            self.memory_init = nnx.Param(jax.random.normal(rngs.params(),
+                                                           (num_mem_tokens, d_model)))
+
+    def init_carry(self, batch_size: int) -> RMTCarry:
+        xl = self.backbone.init_carry(batch_size) if self.kind == "transformer_xl" else ()
+        if self.kind == "transformer_xl" and self.mem_len == 0:
+            xl = ()
+        return RMTCarry(
+            memory=jnp.zeros((batch_size, self.num_mem_tokens, self.d_model), jnp.float32),
+            started=jnp.zeros((batch_size,), bool),
+            xl=xl,
+        )
+
+    def initial_memory(self, batch_size: int) -> Float[Array, "b m d"]:
+        init = self.memory_init[...]
+        return jnp.broadcast_to(init[None], (batch_size,) + init.shape)
+
+    def segment(
+        self,
+        tokens: Int[Array, "b s"],
+        read_memory: Float[Array, "b m d"],
+        write_memory: Float[Array, "b m d"],
+        xl: Any,
+        keys: Keys,
+    ) -> tuple[Float[Array, "b s v"], Float[Array, "b m d"], Any]:
+        """One segment over [read_memory; x; write_memory] (the model passes the same memory
+        twice; tests pass different ones to check what each row can see)."""
+        m, s = self.num_mem_tokens, tokens.shape[1]
+        spec = MaskSpec(causal=True, prefix=m, suffix=m)
+        bb = self.backbone
+        if self.kind == "transformer_xl":
+            e = bb.embed_tokens(tokens)
+            rows = jnp.concatenate([read_memory.astype(e.dtype), e,
+                                    write_memory.astype(e.dtype)], axis=1)
+            carry = xl if self.mem_len else XLCarry(
+                cache=tuple(jnp.zeros((rows.shape[0], 0, self.d_model), rows.dtype)
+                            for _ in range(bb.num_layers)),
+                length=jnp.zeros((rows.shape[0],), jnp.int32))
+            visible = None
+            if self.mem_len and not self.read_mem_from_cache:
+                r = jnp.arange(rows.shape[1])
+                visible = (r >= m) & (r < m + s)  # only segment rows read the XL cache
+            h, carry = bb.core(rows, carry, keys=keys, spec=spec, cache_visible_rows=visible)
+            h = dropout(h, self.dropout, keys())
+            new_xl = carry if self.mem_len else ()
+            return bb.head(h[:, m:m + s]), h[:, m + s:], new_xl
+        e = bb.embed(tokens)
+        rows = jnp.concatenate([read_memory.astype(e.dtype), e, write_memory.astype(e.dtype)],
+                               axis=1)
+        h = bb.stack(bb.input_rows(rows, keys), spec=spec, keys=keys)
+        return bb.head(h[:, m:m + s]), h[:, m + s:], ()
+
+    def __call__(
+        self,
+        tokens: Int[Array, "b s"],
+        carry: RMTCarry,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
+    ) -> tuple[Float[Array, "b s v"], RMTCarry]:
+        keys = Keys(key, train)
+        b = tokens.shape[0]
+        init = self.initial_memory(b).astype(carry.memory.dtype)
+        memory = jnp.where(carry.started[:, None, None], carry.memory, init)
+        logits, new_memory, xl = self.segment(tokens, memory, memory, carry.xl, keys)
+        started = jnp.ones((b,), bool)
+        return logits, RMTCarry(memory=new_memory.astype(jnp.float32), started=started, xl=xl)
+
+
+__all__ = ["RMT", "RMTCarry", "MemoryInit"]
