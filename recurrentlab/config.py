@@ -65,6 +65,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     c.mesh = ml_collections.ConfigDict()
     c.mesh.data_axis = 0  # devices on the data axis; 0 = all visible devices
+    c.mesh.shard_params = False  # FSDP: split params/opt state over data (largest divisible axis)
+    c.mesh.distributed = "auto"  # jax.distributed: auto (configured/Slurm/Cloud TPU) | on | off
+    c.mesh.coordinator_address = ""  # host:port of process 0; "" = env or auto-detection
+    c.mesh.num_processes = 0  # processes in a multi-host run; 0 = env or auto-detection
+    c.mesh.process_id = -1  # this process's rank; -1 = env or auto-detection
     return c
 
 

@@ -100,9 +100,11 @@ class Checkpoints:
                 f"move that folder away to resume from an earlier step, or use a new --workdir"
             ) from None
         for name, leaf in flatten_named(state).items():
-            values = np.asarray(leaf)
-            if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
-                raise WorkdirError(f"checkpoint {folder} holds non-finite values in '{name}'")
+            # each process checks the shards it holds (a multi-host array has no host copy)
+            shards = getattr(leaf, "addressable_shards", None)
+            for values in ([np.asarray(s.data) for s in shards] if shards else [np.asarray(leaf)]):
+                if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values)):
+                    raise WorkdirError(f"checkpoint {folder} holds non-finite values in '{name}'")
         return state, dict(restored["meta"])
 
     def wait(self) -> None:

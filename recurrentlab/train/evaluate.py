@@ -74,8 +74,12 @@ def evaluate(
     window_segments: int,
     max_windows: int = 0,
     put: Callable[[Any], Any] = lambda x: x,
+    fetch: Callable[[Any], np.ndarray] = np.asarray,
 ) -> dict[str, float]:
-    """Run ``split`` in order with the carry; return loss, bits, accuracy and episode metrics."""
+    """Run ``split`` in order with the carry; return loss, bits, accuracy and episode metrics.
+
+    ``put`` places a host batch on devices, ``fetch`` brings a device result back (across
+    hosts in a multi-process run)."""
     graphdef, state = nnx.split(model)
     eval_window = make_eval_fn(graphdef, segment_len)
     fresh = put(model.init_carry(batch_size))
@@ -86,7 +90,7 @@ def evaluate(
     for index, batch in enumerate(windows):
         device_batch = put({k: batch[k] for k in ("inputs", "targets", "mask", "reset")})
         carry, nll, pred = eval_window(state, carry, fresh, device_batch)
-        nll, pred = np.asarray(nll, np.float64), np.asarray(pred)
+        nll, pred = np.asarray(fetch(nll), np.float64), np.asarray(fetch(pred))
         mask = batch["mask"].astype(np.float64)
         nll_sum += float((nll * mask).sum())
         count += float(mask.sum())

@@ -20,47 +20,24 @@ import ml_collections
 import numpy as np
 import optax
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from recurrentlab.config import config_hash, to_json, validate
 from recurrentlab.data import build_dataset
-from recurrentlab.errors import ConfigError, NonFiniteError, WorkdirError
+from recurrentlab.errors import NonFiniteError, WorkdirError
 from recurrentlab.models import build_model, reset_carry
 from recurrentlab.train.checkpoint import Checkpoints
+from recurrentlab.train.distributed import (
+    Placement,
+    Preempted,
+    PreemptionGuard,
+    initialize_distributed,
+    main_process_first,
+)
 from recurrentlab.train.evaluate import evaluate
 from recurrentlab.train.logging import MetricWriter
 from recurrentlab.train.optim import make_optimizer
 from recurrentlab.train.step import window_loss
 from recurrentlab.train.workdir import code_version, prepare_workdir, read_summary, write_summary
-
-
-def make_mesh(config: ml_collections.ConfigDict) -> Mesh:
-    """A 1-D ``data`` mesh; the global batch (streams) must divide over it."""
-    devices = jax.devices()
-    n = config.mesh.data_axis or len(devices)
-    if n > len(devices):
-        raise ConfigError(f"mesh.data_axis={n} but only {len(devices)} devices are visible")
-    for name, batch in (("train.batch_size", config.train.batch_size),
-                        ("eval.batch_size", config.eval.batch_size)):
-        if batch % n:
-            raise ConfigError(f"{name}={batch} does not divide over {n} devices; "
-                              f"use a multiple of {n} or set mesh.data_axis")
-    return Mesh(np.array(devices[:n]), ("data",))
-
-
-class Placement:
-    """Where arrays live: batch and carry split over ``data``, parameters replicated."""
-
-    def __init__(self, mesh: Mesh):
-        self.mesh = mesh
-        self.sharded = NamedSharding(mesh, PartitionSpec("data"))
-        self.replicated = NamedSharding(mesh, PartitionSpec())
-
-    def batch(self, tree: Any) -> Any:
-        return jax.device_put(tree, self.sharded)
-
-    def replicate(self, tree: Any) -> Any:
-        return jax.device_put(tree, self.replicated)
 
 
 def build_run(config: ml_collections.ConfigDict):
@@ -93,7 +70,8 @@ def carry_handoff(carry: Any) -> Any:
     return jax.lax.stop_gradient(carry)
 
 
-def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.GradientTransformation):
+def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
+                    placement: Placement | None = None):
     t = config.train
 
     def train_step(state: dict[str, Any], rest: Any, fresh_carry: Any, batch: dict[str, Any]):
@@ -120,6 +98,8 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
             "step": state["step"] + 1,
             "rng": state["rng"],
         }
+        if placement is not None:
+            new_state = placement.constrain(new_state)
         metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite,
                    "accuracy": totals["correct"] / jnp.maximum(totals["count"], 1.0)}
         return new_state, metrics
@@ -133,8 +113,8 @@ def init_train_state(model: nnx.Module, config: ml_collections.ConfigDict,
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     fresh_carry = placement.batch(model.init_carry(config.train.batch_size))
     state = {
-        "params": placement.replicate(params),
-        "opt_state": placement.replicate(tx.init(params)),
+        "params": placement.params(params),
+        "opt_state": placement.params(tx.init(params)),
         "carry": fresh_carry,
         "step": placement.replicate(jnp.asarray(0, jnp.int32)),
         "rng": placement.replicate(jax.random.PRNGKey(config.seed)),
@@ -157,7 +137,7 @@ def load_trained(workdir: str | Path, *, step: int | None = None,
     config = from_json((workdir / "config.json").read_text())
     apply_overrides(config, overrides or [])
     dataset, model = build_run(config)
-    placement = Placement(make_mesh(config))
+    placement = Placement.from_config(config)
     tx = make_optimizer(config.train)
     graphdef, state, rest, _ = init_train_state(model, config, tx, placement)
     checkpoints = Checkpoints(workdir / "checkpoints", keep=config.train.keep_checkpoints)
@@ -187,15 +167,16 @@ def _check_finite(pending: list[tuple[int, Any]], last_good: int | None) -> None
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Train ``config`` in ``workdir`` (resuming what is there) and return the summary."""
+    initialize_distributed(config)
     dataset, model = build_run(config)
-    workdir = prepare_workdir(workdir, config)
+    workdir = main_process_first(prepare_workdir, workdir, config)
     finished = read_summary(workdir)
     if finished is not None:
         return finished
 
     t = config.train
     window_len = t.segment_len * t.bptt_segments
-    placement = Placement(make_mesh(config))
+    placement = Placement.from_config(config)
     tx = make_optimizer(t)
     graphdef, state, rest, fresh_carry = init_train_state(model, config, tx, placement)
 
@@ -211,17 +192,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                           progress_bar=t.progress_bar, is_main=jax.process_index() == 0)
     if start:
         writer.write("resume", start, {})
-    train_step = make_train_step(graphdef, config, tx)
+    train_step = make_train_step(graphdef, config, tx, placement)
     run_eval = lambda split: evaluate(
         eval_model(nnx.merge(graphdef, state["params"], rest), config, dataset.vocab_size),
         dataset, split=split, batch_size=config.eval.batch_size,
         segment_len=config.eval.segment_len or t.segment_len, window_segments=t.bptt_segments,
-        max_windows=config.eval.max_windows, put=placement.batch)
+        max_windows=config.eval.max_windows, put=placement.batch, fetch=placement.fetch)
 
     pending: list[tuple[int, Any]] = []
     last_good = start or None
     started = time.time()
     mark, mark_step, compile_seconds = time.time(), start, None
+    done = start
+    guard = PreemptionGuard(placement).install()  # SIGTERM: checkpoint this step, then stop
     try:
         for step in range(start, t.num_steps):
             batch = placement.batch(dataset.train_window(step, t.batch_size, window_len))
@@ -251,6 +234,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 _check_finite(pending, last_good)
                 checkpoints.save(done, state, {**meta, "step": done})
                 last_good = done
+            if guard.should_stop():
+                break
+        if guard.stop_after_loop():
+            if last_good != done:
+                _check_finite(pending, last_good)
+                checkpoints.save(done, state, {**meta, "step": done})
+            checkpoints.wait()
+            raise Preempted(guard.message(done, workdir))
+        guard.uninstall()
         checkpoints.wait()
         final = {}
         for split in config.eval.final_splits:
@@ -269,5 +261,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
             write_summary(workdir, summary)
         return summary
     finally:
+        guard.uninstall()
         checkpoints.close()
         writer.close()

@@ -15,7 +15,11 @@ from recurrentlab.config import to_json
 from recurrentlab.errors import WorkdirError
 
 # Fields that may change between a run and its resumption without changing its results.
-RESUMABLE_FIELDS = ("train.progress_bar",)
+RESUMABLE_FIELDS = ("train.progress_bar",
+                    # where the run is laid out, not what it computes: a run may resume on a
+                    # different device count, host count or coordinator
+                    "mesh.data_axis", "mesh.shard_params", "mesh.distributed",
+                    "mesh.coordinator_address", "mesh.num_processes", "mesh.process_id")
 
 
 def code_version() -> str:
