@@ -4,6 +4,9 @@
     recurrentlab eval   --workdir DIR [--split valid|test] [--step N] [--config.data.x=v ...]
     recurrentlab sample --workdir DIR --prompt TEXT --length N [--temperature T] [--top-k K]
     recurrentlab models
+    recurrentlab bench  --config experiments/bench/FILE.py[:ARG] [--out DIR] [--config.a.b=v ...]
+    recurrentlab sweep  FILE[:ARG] --workdir DIR [--parallel N] [--launcher local] [--config.*]
+    recurrentlab results DIR
 
 Errors caused by input (config, data, workdir) print one line and exit with status 2.
 """
@@ -74,6 +77,50 @@ def cmd_models(args, overrides) -> int:
     return 0
 
 
+def cmd_sweep(args, overrides) -> int:
+    from recurrentlab.sweep.results import write_results
+    from recurrentlab.sweep.runner import SweepInterrupted, failed_runs, run_sweep
+
+    try:
+        manifest = run_sweep(args.sweep, args.workdir, parallel=args.parallel,
+                             launcher=args.launcher, extra_args=overrides)
+    except SweepInterrupted:
+        return 130
+    failed = failed_runs(manifest)
+    if any(r["status"] == "finished" for r in manifest["runs"]):
+        text, paths = write_results(args.workdir)
+        print(text)
+        plots = [p for p in paths if p.suffix == ".png"]
+        print(f"table: {args.workdir / 'results.md'} and results.csv; plots: "
+              f"{args.workdir / 'plots'} ({len(plots)} png)")
+    for run in failed:
+        print(f"failed: {run['name']}: {run['error']} (log: {run['log']})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_results(args, overrides) -> int:
+    from recurrentlab.sweep.results import write_results
+
+    if not args.dir.is_dir():
+        raise RecurrentLabError(f"{args.dir} is not a folder; give a sweep's --workdir")
+    try:
+        text, paths = write_results(args.dir)
+    except FileNotFoundError as error:
+        raise RecurrentLabError(str(error)) from None
+    print(text)
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def cmd_bench(args, overrides) -> int:
+    from recurrentlab.bench import run_bench, to_markdown
+
+    config = _load_config(args.config, overrides)
+    result = run_bench(config, args.out, log=lambda line: print(line, file=sys.stderr))
+    print(to_markdown(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recurrentlab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +148,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list registered models")
     models.set_defaults(run=cmd_models)
+
+    bench = sub.add_parser("bench", help="benchmark train steps, memory and compile time")
+    bench.add_argument("--config", required=True, help="bench config file, optionally FILE:ARG")
+    bench.add_argument("--out", type=Path, default=None, help="write bench.md and bench.json here")
+    bench.set_defaults(run=cmd_bench)
+
+    sw = sub.add_parser("sweep", help="run (or resume) every run of a sweep file")
+    sw.add_argument("sweep", help="config file with get_config + get_sweep, or FILE:ARG")
+    sw.add_argument("--workdir", required=True, type=Path, help="the sweep folder")
+    sw.add_argument("--parallel", type=int, default=1, help="runs in flight at once")
+    sw.add_argument("--launcher", default="local", help="how runs start (default: local)")
+    sw.set_defaults(run=cmd_sweep)
+
+    res = sub.add_parser("results", help="a sweep folder as a table and plots")
+    res.add_argument("dir", type=Path, help="the sweep folder")
+    res.set_defaults(run=cmd_results)
     return parser
 
 

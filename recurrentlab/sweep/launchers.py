@@ -1,0 +1,206 @@
+"""Launchers start the runs of a sweep; the sweep runner only submits and waits.
+
+A launcher is anything with this small protocol (:class:`Launcher`):
+
+* ``submit(run) -> Job``: start ``run`` (a :class:`~recurrentlab.sweep.spec.RunSpec`:
+  config file and argument, overrides, workdir, log path) and return at once;
+* ``wait(jobs, timeout) -> list[(job, returncode)]``: block until at least one of ``jobs``
+  ends (or ``timeout`` seconds pass) and return the ended ones with their exit status;
+* ``stop(jobs)``: end ``jobs`` so that a later sweep resumes them from their checkpoints;
+* ``max_parallel``: how many runs may be in flight at once.
+
+A run must behave like ``recurrentlab train``: exit 0 when finished, non-zero otherwise,
+and write its output to ``run.log_path``. :class:`LocalLauncher` runs each as a subprocess
+(``python -m recurrentlab.cli train ...``) on this machine. A cluster launcher (submitit,
+Ray) registers itself with :func:`register_launcher` and is picked with
+``recurrentlab sweep --launcher NAME``. :class:`InlineLauncher` (``--launcher inline``) runs
+them one by one inside the sweep's own process, for notebooks and debugging.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from recurrentlab.errors import ConfigError
+from recurrentlab.sweep.spec import RunSpec
+
+
+@runtime_checkable
+class Job(Protocol):
+    run: RunSpec
+
+
+@runtime_checkable
+class Launcher(Protocol):
+    max_parallel: int
+
+    def submit(self, run: RunSpec) -> Job: ...
+
+    def wait(self, jobs: list[Job], timeout: float | None = None) -> list[tuple[Job, int]]: ...
+
+    def stop(self, jobs: list[Job]) -> None: ...
+
+
+_LAUNCHERS: dict[str, Callable[..., Launcher]] = {}
+
+
+def register_launcher(name: str):
+    """Class decorator: make ``--launcher name`` build this launcher as ``cls(parallel=N)``."""
+
+    def add(cls):
+        _LAUNCHERS[name] = cls
+        return cls
+
+    return add
+
+
+def registered_launchers() -> list[str]:
+    return sorted(_LAUNCHERS)
+
+
+def make_launcher(name: str, *, parallel: int = 1) -> Launcher:
+    if name not in _LAUNCHERS:
+        raise ConfigError(f"unknown launcher '{name}' (launchers: "
+                          f"{', '.join(registered_launchers())})")
+    return _LAUNCHERS[name](parallel=parallel)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM if the sweep process dies, even by SIGKILL."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: Ctrl-C and SIGTERM of the sweep still stop the runs
+
+
+class LocalJob:
+    def __init__(self, run: RunSpec, process: subprocess.Popen, log):
+        self.run = run
+        self.process = process
+        self.pid = process.pid
+        self._log = log
+
+    def close(self) -> None:
+        if not self._log.closed:
+            self._log.close()
+
+
+@register_launcher("local")
+class LocalLauncher:
+    """Each run a ``python -m recurrentlab.cli train`` subprocess, ``parallel`` at a time.
+
+    Runs start in their own session, so a Ctrl-C reaches the sweep, which then stops them
+    (SIGINT, so the trainer closes its checkpoint writer; SIGKILL after ``grace`` seconds).
+    """
+
+    def __init__(self, parallel: int = 1, *, python: str = sys.executable, grace: float = 20.0,
+                 poll_seconds: float = 0.2):
+        if parallel < 1:
+            raise ConfigError(f"--parallel must be >= 1, got {parallel}")
+        self.max_parallel = parallel
+        self.python = python
+        self.grace = grace
+        self.poll_seconds = poll_seconds
+
+    def submit(self, run: RunSpec) -> LocalJob:
+        Path(run.log_path).parent.mkdir(parents=True, exist_ok=True)
+        log = open(run.log_path, "a")  # noqa: SIM115 (open while the run lives; appended on resume)
+        log.write(f"$ recurrentlab {' '.join(run.train_argv())}\n")
+        log.flush()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        process = subprocess.Popen(
+            [self.python, "-m", "recurrentlab.cli", *run.train_argv()], stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        return LocalJob(run, process, log)
+
+    def wait(self, jobs: list[LocalJob], timeout: float | None = None
+             ) -> list[tuple[LocalJob, int]]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            ended = [(job, job.process.poll()) for job in jobs]
+            ended = [(job, code) for job, code in ended if code is not None]
+            if ended or not jobs or (deadline is not None and time.monotonic() >= deadline):
+                for job, _ in ended:
+                    job.close()
+                return ended
+            time.sleep(self.poll_seconds)
+
+    def stop(self, jobs: list[LocalJob]) -> None:
+        for job in jobs:
+            if job.process.poll() is None:
+                job.process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + self.grace
+        for job in jobs:
+            try:
+                job.process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                job.process.kill()
+                job.process.wait()
+            job.close()
+
+
+class InlineJob:
+    def __init__(self, run: RunSpec):
+        self.run = run
+        self.returncode: int | None = None
+
+
+@register_launcher("inline")
+class InlineLauncher:
+    """Runs one after another inside this process (``train_and_evaluate``), output to each
+    run's log: no interpreter start-up per run, compiled steps shared between runs. For
+    notebooks, debugging and tiny sweeps; ``parallel`` is ignored."""
+
+    def __init__(self, parallel: int = 1):
+        del parallel
+        self.max_parallel = 1
+
+    def submit(self, run: RunSpec) -> InlineJob:
+        return InlineJob(run)
+
+    def wait(self, jobs: list[InlineJob], timeout: float | None = None
+             ) -> list[tuple[InlineJob, int]]:
+        del timeout
+        if not jobs:
+            return []
+        job = jobs[0]
+        job.returncode = run_inline(job.run)
+        return [(job, job.returncode)]
+
+    def stop(self, jobs: list[InlineJob]) -> None:
+        del jobs  # nothing runs between calls of wait
+
+
+def run_inline(run: RunSpec) -> int:
+    """``recurrentlab train`` for ``run`` in this process; the exit status it would have."""
+    import contextlib
+    import json
+    import traceback
+
+    from recurrentlab.errors import RecurrentLabError
+    from recurrentlab.train.trainer import train_and_evaluate
+
+    Path(run.log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(run.log_path, "a") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        print(f"$ recurrentlab {' '.join(run.train_argv())}  (inline)", flush=True)
+        try:
+            summary = train_and_evaluate(run.load_config(), run.workdir)
+        except RecurrentLabError as error:
+            print(f"error: {error}")
+            return 2
+        except Exception:  # a bug: the traceback goes to the run's log, the sweep goes on
+            traceback.print_exc()
+            return 1
+        print(json.dumps({"workdir": str(run.workdir), "final": summary["final"]}, indent=2))
+    return 0
