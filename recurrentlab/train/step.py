@@ -68,7 +68,9 @@ def window_loss(
     Segment ``k`` is called with ``key = fold_in(key, k)``. With ``remat`` each segment is
     recomputed in the backward pass (``jax.checkpoint``): activation memory then grows with
     K*|carry| + S rather than K*S. Returns ``(loss, (carry_out, aux))`` with ``aux`` holding
-    ``nll_sum``, ``count`` and ``correct`` (masked argmax hits).
+    ``nll_sum``, ``count``, ``correct`` (masked argmax hits) and ``penalty``. A model with a
+    ``call_with_penalty`` method (AWD-LSTM's AR/TAR) has its mean per-segment penalty added to
+    the training loss.
     """
     inputs = to_segments(batch["inputs"], segment_len)
     targets = to_segments(batch["targets"], segment_len)
@@ -76,14 +78,21 @@ def window_loss(
     num_segments = inputs.shape[0]
     keys = _segment_keys(key, num_segments)
 
+    with_penalty = train and hasattr(model, "call_with_penalty")
+
     def segment(carry, xs):
         x, y, m, k = xs
-        logits, carry = model(x, carry, train=train, key=k)
+        if with_penalty:  # AWD-LSTM's activation regularisers (AR/TAR)
+            logits, carry, penalty = model.call_with_penalty(x, carry, train=train, key=k)
+        else:
+            logits, carry = model(x, carry, train=train, key=k)
+            penalty = jnp.zeros((), jnp.float32)
         nll, pred = token_nll(logits, y)
         stats = {
             "nll_sum": jnp.sum(nll * m),
             "count": jnp.sum(m),
             "correct": jnp.sum((pred == y) * m),
+            "penalty": penalty,
         }
         return carry, stats
 
@@ -92,8 +101,9 @@ def window_loss(
     xs = (inputs, targets, mask, keys)
     carry, stats = jax.lax.scan(segment, carry, xs, unroll=unroll)
     totals = jax.tree.map(jnp.sum, stats)
+    totals["penalty"] = totals["penalty"] / num_segments
     loss = totals["nll_sum"] / jnp.maximum(totals["count"], 1.0)
-    return loss, (carry, totals)
+    return loss + totals["penalty"], (carry, totals)
 
 
 def window_outputs(
