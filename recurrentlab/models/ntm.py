@@ -31,8 +31,13 @@ weightings ``softmax(u_w)`` with learned ``u`` per head; memory by ``memory_init
 * ``"learned"``: ``tanh(U)``, ``U`` Glorot-uniform like Collier's ``learned_init``.
 
 As in Collier's code (``tf.get_variable`` is trainable by default), the initial memory is a
-parameter in all three modes, starting from the values above. The learned initial state gets
-gradients when ``init_carry`` is called inside the differentiated function.
+parameter in all three modes, starting from the values above.
+
+The carry's ``at_start`` flag makes the learned initial state learnable under any trainer: a
+trainer may build ``init_carry`` once, outside its differentiated function, and splice it into
+finished streams with ``reset_carry``; at the next call the model sees ``at_start = 1`` for those
+rows and replaces their memory, weightings and read vectors by the initial values computed from
+its *current* parameters, inside the call, so gradients reach them.
 
 Token interface. The framework feeds tokens and scores logits over the vocabulary; ``input_mode``
 decides how an NTM sees them:
@@ -50,9 +55,21 @@ decides how an NTM sees them:
   finite so that masked marker targets never produce ``0 * inf``) for every marker. So the token
   cross-entropy the trainer computes *is* the paper's summed bitwise sigmoid cross-entropy, the
   argmax token is the thresholded bit vector, and exact-token accuracy is "zero bit errors".
-  Markers cannot be predicted in this mode; use ``"embed"`` for tasks whose targets are markers.
   ``bits = 0`` infers ``bits = floor(log2 V)``, which is right whenever there are fewer markers
   than symbols (8-bit copy: V = 256 + markers).
+
+  ``predict_markers = True`` (repeat copy, whose ``<end>`` marker is an answer) adds one more
+  Bernoulli unit u -- the paper's extra "end" output channel -- and a logit q_k per marker::
+
+      logit(v)        = sum_j [bit terms as above] + log sigmoid(-u)      symbols
+      logit(marker k) = log sigmoid(u) + log softmax(q)_k                 markers
+
+  still exactly normalised. For a symbol target the loss is the paper's bit loss plus the end
+  channel's ``-log sigmoid(-u)``, as in the paper; for the end marker it is ``-log sigmoid(u)``
+  plus the (quickly vanishing) choice among markers, where the paper also asks for all-zero bits.
+
+  Markers are inputs too: ``<blank>`` (fed while the model answers) gets its own one-hot
+  channel, where the paper feeds all zeros -- a learned constant input on answer steps.
 * ``"embed"`` (text and other token tasks): a learned ``embed_dim`` embedding in, a softmax over
   V out (logits ``W_o [h_t, r_t] + b_o``, clipped to +-clip as in the bits mode).
 
@@ -107,6 +124,7 @@ class NTMState(NamedTuple):
     read_w: Float[Array, "b hr n"]  # read weightings of the last step
     write_w: Float[Array, "b hw n"]  # write weightings of the last step
     reads: Float[Array, "b hr m"]  # read vectors of the last step (fed to the next step)
+    at_start: Float[Array, " b"]  # 1.0: fresh state, the learned initial values are (re)filled
 
 
 class NTMWeights(NamedTuple):
@@ -199,7 +217,7 @@ def ntm_step(
     )
     out_in = jnp.concatenate([controller.h, reads.reshape(b, -1)], axis=-1)
     out = _clip(out_in @ weights.out_kernel + weights.out_bias, clip)
-    new_state = NTMState(controller, memory, read_w, write_w, reads)
+    new_state = NTMState(controller, memory, read_w, write_w, reads, state.at_start)
     return new_state, out, write_heads
 
 
@@ -209,13 +227,23 @@ def token_bits(tokens: Int[Array, "..."], bits: int) -> Float[Array, "... bits"]
 
 
 def bit_logits_to_token_logits(
-    o: Float[Array, "... bits"], bits: int, num_markers: int
+    o: Float[Array, "... o"], bits: int, num_markers: int, predict_markers: bool = False
 ) -> Float[Array, "... V"]:
-    """``logit(v) = sum_j bit_j(v) log sigmoid(o_j) + (1 - bit_j(v)) log sigmoid(-o_j)`` for the
-    ``2^bits`` symbols, then ``MARKER_LOGIT`` for each marker."""
+    """Token log-probabilities of the factorised bit distribution (see the module docstring).
+
+    ``o[..., :bits]`` are the per-bit logits; with ``predict_markers`` ``o[..., bits]`` is the
+    marker gate u and ``o[..., bits + 1:]`` the marker logits q. Without it every marker gets
+    ``MARKER_LOGIT``.
+    """
     table = token_bits(jnp.arange(2**bits), bits)  # [2^bits, bits]
-    logits = jax.nn.log_sigmoid(o) @ table.T + jax.nn.log_sigmoid(-o) @ (1.0 - table).T
-    if num_markers:
+    ob = o[..., :bits]
+    logits = jax.nn.log_sigmoid(ob) @ table.T + jax.nn.log_sigmoid(-ob) @ (1.0 - table).T
+    if predict_markers:
+        u = o[..., bits : bits + 1]
+        logits = logits + jax.nn.log_sigmoid(-u)
+        markers = jax.nn.log_sigmoid(u) + jax.nn.log_softmax(o[..., bits + 1 :], axis=-1)
+        logits = jnp.concatenate([logits, markers], axis=-1)
+    elif num_markers:
         markers = jnp.full(o.shape[:-1] + (num_markers,), MARKER_LOGIT, logits.dtype)
         logits = jnp.concatenate([logits, markers], axis=-1)
     return logits
@@ -238,6 +266,7 @@ class NTM(SequenceModel):
         c.memory_init = "constant"  # constant (1e-6) | random | learned
         c.input_mode = "embed"  # bits (NTM bit-vector tasks) | embed (text, other tokens)
         c.bits = 0  # bits mode: bits per symbol; 0 = floor(log2(vocab_size))
+        c.predict_markers = False  # bits mode: gate + logits for marker targets (repeat copy)
         c.embed_dim = 64  # embed mode: embedding width
         c.impl = "auto"  # memory op: auto | xla | pallas | interpret
         return c
@@ -257,6 +286,7 @@ class NTM(SequenceModel):
         memory_init: str = "constant",
         input_mode: str = "embed",
         bits: int = 0,
+        predict_markers: bool = False,
         embed_dim: int = 64,
         impl: str = "auto",
     ):
@@ -295,10 +325,15 @@ class NTM(SequenceModel):
                                   f"got vocab_size={vocab_size}")
             self.bits = bits
             self.num_markers = vocab_size - 2**bits
-            input_dim, output_dim = bits + self.num_markers, bits
+            if predict_markers and not self.num_markers:
+                raise ConfigError("ntm: predict_markers needs marker tokens (vocab > 2**bits)")
+            self.predict_markers = bool(predict_markers)
+            input_dim = bits + self.num_markers
+            output_dim = bits + (1 + self.num_markers if predict_markers else 0)
         else:
             self.bits = 0
             self.num_markers = 0
+            self.predict_markers = False
             self.embed = nnx.Embed(vocab_size, embed_dim, rngs=rngs)
             input_dim, output_dim = embed_dim, vocab_size
 
@@ -344,7 +379,20 @@ class NTM(SequenceModel):
             read_w=tile(jax.nn.softmax(self.init_read_w[...], axis=-1)),
             write_w=tile(jax.nn.softmax(self.init_write_w[...], axis=-1)),
             reads=tile(jnp.tanh(self.init_reads[...])),
+            at_start=jnp.ones((b,)),
         )
+
+    def _refill_start(self, carry: NTMState) -> NTMState:
+        """Rows with ``at_start`` get the initial state from the current parameters (so that it
+        is differentiable wherever the carry was built); ``at_start`` is cleared."""
+        fresh = self.init_carry(carry.at_start.shape[0])
+        start = carry.at_start > 0
+
+        def pick(new, old):
+            return jnp.where(start.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
+
+        carry = jax.tree.map(pick, fresh, carry)
+        return carry._replace(at_start=jnp.zeros_like(carry.at_start))
 
     # -- forward ----------------------------------------------------------------------------
 
@@ -366,10 +414,11 @@ class NTM(SequenceModel):
     def output_logits(self, out: Float[Array, "... o"]) -> Float[Array, "... V"]:
         if self.input_mode == "embed":
             return out
-        return bit_logits_to_token_logits(out, self.bits, self.num_markers)
+        return bit_logits_to_token_logits(out, self.bits, self.num_markers, self.predict_markers)
 
     def _scan(self, tokens: jax.Array, carry: NTMState, trace: bool):
         weights = self._weights()
+        carry = self._refill_start(carry)
         features = jnp.swapaxes(self.input_features(tokens), 0, 1)  # [s, b, i]
         cfg = dict(num_read=self.num_read_heads, num_write=self.num_write_heads,
                    radius=self.shift_radius, clip=self.clip, impl=self.impl)
