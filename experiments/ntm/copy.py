@@ -1,0 +1,86 @@
+"""NTM copy task (Graves et al. 2014) with Collier & Beel's stable recipe.
+
+    recurrentlab train --config experiments/ntm/copy.py --workdir runs/ntm_copy
+
+Task: ``x_1..x_L <sep> [x_1..x_L]`` with 8-bit vectors, L uniform in 1..20, read as a language
+model (the token at ``<sep>`` predicts x_1; answer steps get ``<blank>`` as input). The NTM sees
+each token as its 8 bits plus marker channels and scores the answer with the paper's bitwise
+sigmoid cross-entropy (``input_mode="bits"``; see ``recurrentlab/models/ntm.py``).
+
+Setup (MarkPKCollier/NeuralTuringMachine ``run_tasks.py`` defaults with the constant memory
+init the paper recommends): LSTM controller 100 units, memory 128 x 20, one read and one write
+head, shifts -1..1, clip 20, Adam 1e-3, batch 32, global-norm clip 50, 31,250 steps
+(1M sequences). One episode per window; the whole episode is one segment, so the gradient
+spans the episode (the NTM's carry is exact, so segmenting would not change the math).
+
+Deviation: the loss is the mean over answer tokens of the summed 8-bit cross-entropy;
+Collier sums over all answer steps and divides by the batch, so the same clip value of 50
+acts about L (~10) times later here. Markers use one-hot input channels (the paper: one
+delimiter channel, all-zero inputs while answering).
+
+Evaluation: ``data.eval_overrides`` draws held-out sequences of length 40..120 (length
+generalisation, as the paper's Fig. 4), 20 windows x 32 = 640 episodes (Collier's
+eval_batch_size); ``bit_errors`` is the mean number of wrong bits per sequence.
+
+Expected result: at the training lengths, "converged" is < 0.1 mean bit errors per sequence
+(Collier & Beel's criterion); they report constant-initialised NTMs converge within the
+31,250-step budget, about 2x faster than learned or random memory init. Lengths 40..120 are
+expected to degrade with length (Collier's own model copies ~36 of 40 steps correctly).
+Steps-to-converge and runtime here are not measured yet.
+"""
+
+from recurrentlab.config import base_config
+from recurrentlab.data import build_dataset, data_config
+from recurrentlab.models import model_config
+
+
+def get_config(arg: str | None = None):
+    del arg
+    c = base_config()
+    c.seed = 0  # parameters and episodes
+    c.data = data_config(
+        "synthetic",
+        task="copy",  # x_1..x_L <sep> [x_1..x_L]
+        mode="episodic",  # one episode per row, a fresh carry per window
+        bits=8,  # 8-bit vectors (256 symbols)
+        min_len=1,  # L uniform in 1..20
+        max_len=20,
+        eval_windows=20,  # 20 x 32 = 640 held-out episodes
+        eval_overrides=dict(min_len=40, max_len=120),  # length generalisation
+    )
+    dataset = build_dataset(c.data, seed=0)
+    window = dataset.max_episode_len("train") - 1  # inputs of the longest train episode
+    eval_window = dataset.max_episode_len("valid") - 1  # ... of the longest eval episode
+
+    c.model = model_config(
+        "ntm",
+        controller_size=100,  # LSTM units
+        memory_slots=128,  # N
+        memory_width=20,  # M
+        num_read_heads=1,  # one read head
+        num_write_heads=1,  # one write head
+        shift_radius=1,  # shifts -1, 0, 1
+        clip=20.0,  # clip head parameters and outputs (Collier's clip_value)
+        memory_init="constant",  # 1e-6 everywhere (Collier & Beel's recommendation)
+        input_mode="bits",  # bits in, bitwise sigmoid cross-entropy out
+        bits=8,  # 8 bits per symbol
+    )
+
+    t = c.train
+    t.batch_size = 32  # sequences per step
+    t.segment_len = window  # the whole episode in one model call
+    t.bptt_segments = 1  # one segment per window
+    t.carry_across_windows = False  # episodic: fresh memory for every sequence
+    t.num_steps = 31_250  # Collier's num_train_steps
+    t.optimizer = "adam"  # Collier's default optimiser
+    t.lr = 1e-3  # Collier's learning rate
+    t.clip_norm = 50.0  # Collier's max_grad_norm
+    t.log_every = 100  # train metrics
+    t.eval_every = 1000  # held-out long sequences
+    t.checkpoint_every = 2000  # checkpoints
+
+    e = c.eval
+    e.batch_size = 32  # episodes per evaluation window
+    e.segment_len = eval_window  # a window holds the longest evaluation episode
+    e.final_splits = ("valid", "test")  # held-out episodes
+    return c
