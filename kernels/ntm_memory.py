@@ -15,12 +15,14 @@ Shape legend: b batch, n slots, m slot width, hr / hw read / write heads, s = 2r
 weights, bb the batch block one program handles.
 
 Layout. The grid runs over batch blocks; a program holds its ``bb`` memories [bb, n, m] and
-all heads, so memory is read from HBM once and written once per step. Per-head scalars
-(beta, g, gamma) travel as [b, h, 1] so every block's last two dimensions are whole array
-dimensions (legal under Mosaic TPU's (8, 128) rule and Triton's). The circular shift is a
-matmul of the flattened [bb*h, n] weightings with the 2r+1 permutation matrices P_d (built
-in-kernel from iotas), since value slicing / ``roll`` does not lower on every backend; it costs
-(2r+1) bb h n^2 flops, small next to the step for the NTM's n <= 1024.
+all heads, so memory is read from HBM once and written once per step. Read and write heads
+share the addressing math, so the wrapper stacks them (h = hr + hw: read heads first) and the
+kernel addresses all of them at once. Per-head scalars (beta, g, gamma) travel as [b, h, 1]
+so every block's last two dimensions are whole array dimensions (legal under Mosaic TPU's
+(8, 128) rule and Triton's). The circular shift is a matmul of the flattened [bb*h, n]
+weightings with the 2r+1 permutation matrices P_d (built in-kernel from iotas), since value
+slicing / ``roll`` does not lower on every backend; it costs (2r+1) bb h n^2 flops, small
+next to the step for the NTM's n <= 1024.
 
 Padding. On GPU, n and m are padded to powers of two (Triton's block rule); padded slots are
 masked out of both softmaxes and of P_d, padded columns are zero in memory and keys and do not
@@ -35,7 +37,7 @@ gradient of the kernel's forward math, which equals the reference's up to float 
 Backend. Written against the generic ``pl.pallas_call`` / ``pl.BlockSpec`` API with only
 elementwise ops, last-axis reductions, iotas, reshapes and 2-D dots, which both the Triton
 (GPU) and Mosaic TPU lowerings implement; Triton needs dot operands of at least 16 rows, so
-on GPU the batch block is ``bb = max(1, 16 // h)`` heads' worth. Only interpret mode
+on GPU the batch block is ``bb = max(1, 16 // (hr + hw))``. Only interpret mode
 (``interpret=True``, CPU) has been exercised by the CPU test suite; the accelerator tests in
 ``tests/test_kernels_ntm.py`` check the compiled kernel where a GPU/TPU exists.
 """
@@ -62,6 +64,7 @@ class _Static:
     n: int  # real slots
     n_pad: int  # slots as laid out in the kernel
     radius: int  # shift radius r (s = 2r + 1 weights)
+    read_heads: int  # hr: heads [0, hr) read, [hr, hr + hw) write
     block_b: int
     interpret: bool
 
@@ -98,7 +101,7 @@ def _permutation(st: _Static, d: int):
 
 
 def _address(st: _Static, memory, mem_norm, slot_ok, prev_w, key, beta, gate, shift, gamma):
-    """Weightings [bb, h, n_pad] of one kind of head (content, gate, shift, sharpen)."""
+    """Weightings [bb, h, n_pad] of every head (content, gate, shift, sharpen)."""
     bb, h, _ = prev_w.shape
     dot = jnp.sum(key[:, :, None, :] * memory[:, None, :, :], axis=-1)  # [bb, h, n]
     key_norm = jnp.sqrt(jnp.maximum(jnp.sum(key * key, axis=-1, keepdims=True), EPS * EPS))
@@ -117,38 +120,40 @@ def _address(st: _Static, memory, mem_norm, slot_ok, prev_w, key, beta, gate, sh
     return _masked_softmax(gamma * jnp.log(jnp.maximum(w_s, tiny)), slot_ok)
 
 
-def _step_math(st: _Static, memory, prev_rw, prev_ww, rk, rbeta, rgate, rshift, rgamma,
-               wk, wbeta, wgate, wshift, wgamma, erase, add):
-    """The fused step on one batch block; every argument has the block's batch axis first."""
+def _step_math(st: _Static, memory, prev_w, key, beta, gate, shift, gamma, erase, add):
+    """The fused step on one batch block (batch axis first; heads = read heads, then write).
+
+    Returns the new memory, the weightings of all heads and the reads of all heads (the
+    write heads' rows of ``reads`` are not used; the wrapper slices them off).
+    """
     bb = memory.shape[0]
     slot = lax.broadcasted_iota(jnp.int32, (bb, 1, st.n_pad), 2)
     slot_ok = slot < st.n
     mem_norm = jnp.sqrt(jnp.maximum(jnp.sum(memory * memory, axis=-1), EPS * EPS))
     mem_norm = mem_norm.reshape(bb, 1, st.n_pad)
-    read_w = _address(st, memory, mem_norm, slot_ok, prev_rw, rk, rbeta, rgate, rshift, rgamma)
-    write_w = _address(st, memory, mem_norm, slot_ok, prev_ww, wk, wbeta, wgate, wshift, wgamma)
-    reads = jnp.sum(read_w[:, :, :, None] * memory[:, None, :, :], axis=2)  # [bb, hr, m]
+    w = _address(st, memory, mem_norm, slot_ok, prev_w, key, beta, gate, shift, gamma)
+    reads = jnp.sum(w[:, :, :, None] * memory[:, None, :, :], axis=2)  # reads see M_{t-1}
     new_memory = memory
-    for i in range(write_w.shape[1]):
-        w_i = _row(write_w, i)[:, :, None]  # [bb, n, 1]
+    for i in range(erase.shape[1]):  # write heads in order
+        w_i = _row(w, st.read_heads + i)[:, :, None]  # [bb, n, 1]
         e_i = _row(erase, i)[:, None, :]  # [bb, 1, m]
         a_i = _row(add, i)[:, None, :]
         new_memory = new_memory * (1.0 - w_i * e_i) + w_i * a_i
-    return new_memory, read_w, write_w, reads
+    return new_memory, w, reads
 
 
 # ---------------------------------------------------------------------------------- kernels
 
 
 def _fwd_kernel(*refs, st: _Static):
-    in_refs, out_refs = refs[:15], refs[15:]
+    in_refs, out_refs = refs[:9], refs[9:]
     outs = _step_math(st, *(r[...] for r in in_refs))
     for ref, val in zip(out_refs, outs, strict=True):
         ref[...] = val.astype(ref.dtype)
 
 
 def _bwd_kernel(*refs, st: _Static):
-    in_refs, ct_refs, grad_refs = refs[:15], refs[15:19], refs[19:]
+    in_refs, ct_refs, grad_refs = refs[:9], refs[9:12], refs[12:]
     _, vjp = jax.vjp(functools.partial(_step_math, st), *(r[...] for r in in_refs))
     grads = vjp(tuple(r[...] for r in ct_refs))
     for ref, val in zip(grad_refs, grads, strict=True):
@@ -191,8 +196,8 @@ def _call(kernel, st: _Static, inputs, out_like, name):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _fused(st: _Static, *inputs):
-    memory, prev_rw, prev_ww, rk = inputs[:4]
-    out_like = (memory, prev_rw, prev_ww, rk)  # new memory, read_w, write_w, reads
+    memory, prev_w, key = inputs[:3]
+    out_like = (memory, prev_w, key)  # new memory, weightings, reads (all heads)
     return tuple(_call(_fwd_kernel, st, inputs, out_like, "ntm_memory_step_fwd"))
 
 
@@ -247,39 +252,35 @@ def memory_step(
     if n_pad < n:
         raise ValueError(f"pad_slots_to={n_pad} is less than the {n} slots")
     if block_b is None:
-        block_b = max(1, 16 // min(hr, hw)) if gpu else 8
+        block_b = max(1, 16 // (hr + hw)) if gpu else 8
     bb = min(block_b, b)
     b_pad = -(-b // bb) * bb
-    st = _Static(n, n_pad, width // 2, bb, bool(interpret))
+    st = _Static(n, n_pad, width // 2, hr, bb, bool(interpret))
+    h = hr + hw
 
     def pad(x, *sizes):
         x = jnp.asarray(x, jnp.float32)
         return jnp.pad(x, [(0, s - d) for s, d in zip(sizes, x.shape, strict=True)])
 
-    def scalar(x, h):
-        return pad(x[..., None], b_pad, h, 1)
+    def heads(read, write, *tail):  # read heads then write heads, padded
+        x = jnp.concatenate([jnp.asarray(read, jnp.float32), jnp.asarray(write, jnp.float32)], 1)
+        return pad(x, b_pad, h, *tail)
 
     inputs = (
         pad(memory, b_pad, n_pad, m_pad),
-        pad(prev_read_w, b_pad, hr, n_pad),
-        pad(prev_write_w, b_pad, hw, n_pad),
-        pad(rh.key, b_pad, hr, m_pad),
-        scalar(rh.beta, hr),
-        scalar(rh.gate, hr),
-        pad(rh.shift, b_pad, hr, width),
-        scalar(rh.gamma, hr),
-        pad(wh.key, b_pad, hw, m_pad),
-        scalar(wh.beta, hw),
-        scalar(wh.gate, hw),
-        pad(wh.shift, b_pad, hw, width),
-        scalar(wh.gamma, hw),
+        heads(prev_read_w, prev_write_w, n_pad),
+        heads(rh.key, wh.key, m_pad),
+        heads(rh.beta[..., None], wh.beta[..., None], 1),
+        heads(rh.gate[..., None], wh.gate[..., None], 1),
+        heads(rh.shift, wh.shift, width),
+        heads(rh.gamma[..., None], wh.gamma[..., None], 1),
         pad(wh.erase, b_pad, hw, m_pad),
         pad(wh.add, b_pad, hw, m_pad),
     )
-    new_memory, read_w, write_w, reads = _fused(st, *inputs)
+    new_memory, w, reads = _fused(st, *inputs)
     return (
         new_memory[:b, :n, :m],
-        read_w[:b, :, :n],
-        write_w[:b, :, :n],
-        reads[:b, :, :m],
+        w[:b, :hr, :n],
+        w[:b, hr:, :n],
+        reads[:b, :hr, :m],
     )
