@@ -3,6 +3,7 @@
 from recurrentlab.sweep.launchers import (
     Launcher,
     LocalLauncher,
+    SweepInterrupted,
     make_launcher,
     register_launcher,
     registered_launchers,
@@ -13,6 +14,7 @@ __all__ = [
     "Launcher",
     "LocalLauncher",
     "RunSpec",
+    "SweepInterrupted",
     "expand",
     "fixed",
     "make_launcher",

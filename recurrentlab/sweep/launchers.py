@@ -48,6 +48,10 @@ class Launcher(Protocol):
     def stop(self, jobs: list[Job]) -> None: ...
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """The sweep got SIGTERM or SIGINT: its runs are stopped and a re-run resumes them."""
+
+
 _LAUNCHERS: dict[str, Callable[..., Launcher]] = {}
 
 
@@ -99,7 +103,8 @@ class LocalLauncher:
     """Each run a ``python -m recurrentlab.cli train`` subprocess, ``parallel`` at a time.
 
     Runs start in their own session, so a Ctrl-C reaches the sweep, which then stops them
-    (SIGINT, so the trainer closes its checkpoint writer; SIGKILL after ``grace`` seconds).
+    with SIGTERM (the trainer saves a checkpoint of its current step and exits; SIGKILL
+    after ``grace`` seconds). A run also gets SIGTERM if the sweep process dies (Linux).
     """
 
     def __init__(self, parallel: int = 1, *, python: str = sys.executable, grace: float = 20.0,
@@ -138,7 +143,7 @@ class LocalLauncher:
     def stop(self, jobs: list[LocalJob]) -> None:
         for job in jobs:
             if job.process.poll() is None:
-                job.process.send_signal(signal.SIGINT)
+                job.process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.grace
         for job in jobs:
             try:
@@ -188,6 +193,7 @@ def run_inline(run: RunSpec) -> int:
     import traceback
 
     from recurrentlab.errors import RecurrentLabError
+    from recurrentlab.train.distributed import Preempted
     from recurrentlab.train.trainer import train_and_evaluate
 
     Path(run.log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -196,6 +202,9 @@ def run_inline(run: RunSpec) -> int:
         print(f"$ recurrentlab {' '.join(run.train_argv())}  (inline)", flush=True)
         try:
             summary = train_and_evaluate(run.load_config(), run.workdir)
+        except Preempted as error:  # SIGTERM: the trainer saved a checkpoint; stop the sweep
+            print(f"error: {error}")
+            raise SweepInterrupted("SIGTERM") from None
         except RecurrentLabError as error:
             print(f"error: {error}")
             return 2

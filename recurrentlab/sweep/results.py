@@ -72,12 +72,11 @@ def _is_metric(name: str) -> bool:
     return name in METRIC_ORDER or name.startswith("bits_per_")
 
 
-def _metric_rank(name: str) -> int:
+def _metric_rank(name: str) -> tuple[int, bool, str]:
+    """Sort key: headline metric first, the final value before the best one, then by name."""
     base = name.split("_", 1)[1] if name.startswith("best_") else name
-    for i, metric in enumerate(METRIC_ORDER):
-        if base.endswith(metric):
-            return i
-    return len(METRIC_ORDER)
+    rank = next((i for i, m in enumerate(METRIC_ORDER) if base.endswith(m)), len(METRIC_ORDER))
+    return rank, name.startswith("best_"), name
 
 
 def _best(values: list[float], metric: str) -> float:

@@ -22,14 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recurrentlab.sweep.launchers import Launcher, make_launcher
+from recurrentlab.sweep.launchers import Launcher, SweepInterrupted, make_launcher
 from recurrentlab.sweep.spec import RunSpec, expand
 
 MANIFEST = "manifest.json"
-
-
-class SweepInterrupted(Exception):
-    """The sweep process got SIGTERM (or SIGINT): runs are stopped, the sweep can resume."""
 
 
 def last_error_line(log_path: str | Path, max_bytes: int = 65536) -> str:
