@@ -244,3 +244,23 @@ def test_tiny_train_reduces_loss(name):
         params, opt_state, _ = step(params, opt_state)
     last = float(jax.jit(loss_fn)(params))
     assert last < 0.6 * first, (first, last)
+
+
+def test_configs():
+    from pathlib import Path
+
+    from recurrentlab.config import load_config_file, validate
+
+    experiments = Path(__file__).resolve().parents[1] / "experiments"
+    for mem in (5, 10, 20):
+        for depth in (0, 1, 2):
+            config = load_config_file(experiments / "enwik8/rmt.py", f"mem{mem}_depth{depth}")
+            validate(config)
+            assert config.model.num_mem_tokens == mem
+            assert config.train.bptt_segments == depth + 1
+    with pytest.raises(ValueError, match="mem10_depth2"):
+        load_config_file(experiments / "enwik8/rmt.py", "depth2")
+    config = load_config_file(experiments / "synthetic/rmt.py", "reverse-4-mem5")
+    validate(config)
+    assert (config.train.bptt_segments, config.model.num_mem_tokens) == (4, 5)
+    assert config.train.segment_len * 4 >= 48  # the 49-token episode fits the window

@@ -1,5 +1,8 @@
 """Decoder-only Transformer: causality, no state across segments, parameter count, learning."""
 
+import functools
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +16,7 @@ from recurrentlab.models.layers import count_params
 from recurrentlab.models.transformer import expected_params
 
 VOCAB = 13
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 def tiny(**fields):
@@ -21,13 +25,24 @@ def tiny(**fields):
     return build_model(model_config("transformer", **base), vocab_size=VOCAB, seed=0)
 
 
+def jitted(model):
+    """``model(x, carry, train=, key=)`` compiled once per shape (eager op-by-op is slow)."""
+    graphdef, state = nnx.split(model)
+
+    @functools.partial(jax.jit, static_argnames="train")
+    def call(state, x, carry, key, train):
+        return nnx.merge(graphdef, state)(x, carry, train=train, key=key)
+
+    return lambda x, carry, train=False, key=None: call(state, x, carry, key, train)
+
+
 def tokens(seed, shape):
     return jax.random.randint(jax.random.key(seed), shape, 0, VOCAB)
 
 
 @pytest.mark.parametrize("positions", ["learned", "rotary"])
 def test_causality(positions):
-    model = tiny(positions=positions)
+    model = jitted(tiny(positions=positions))
     x = tokens(0, (2, 12))
     t = 7
     y = x.at[:, t].set((x[:, t] + 1) % VOCAB)
@@ -43,6 +58,7 @@ def test_segments_are_independent(positions):
     x = tokens(1, (2, 16))
     carry = model.init_carry(2)
     assert carry == ()
+    model = jitted(model)
     l1, carry = model(x[:, :8], carry)
     l2, carry = model(x[:, 8:], carry)
     l2_alone, _ = model(x[:, 8:], ())
@@ -66,7 +82,7 @@ def test_parameter_count_and_untied_head():
 
 
 def test_dropout_needs_train_and_key():
-    model = tiny(dropout=0.3, attn_dropout=0.3)
+    model = jitted(tiny(dropout=0.3, attn_dropout=0.3))
     x = tokens(2, (2, 8))
     base, _ = model(x, ())
     same, _ = model(x, (), train=True, key=None)
@@ -111,3 +127,15 @@ def test_tiny_train_reduces_loss():
     last = float(loss_fn(params, None))
     assert last < 0.5 * first, (first, last)
     assert jnp.isfinite(last)
+
+
+def test_enwik8_config_size():
+    from recurrentlab.config import load_config_file, validate
+
+    config = load_config_file(EXPERIMENTS / "enwik8/transformer.py")
+    validate(config)
+    abstract = nnx.eval_shape(lambda: build_model(config.model, vocab_size=256, seed=0))
+    n = count_params(abstract)
+    assert n == expected_params(256, 12, 512, 2048, 128) == 38_026_240
+    for task in ("copy", "reverse-1", "associative_retrieval-2"):
+        validate(load_config_file(EXPERIMENTS / "synthetic/transformer.py", task))

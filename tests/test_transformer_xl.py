@@ -185,3 +185,19 @@ def test_enwik8_size_is_41m():
     n = count_params(abstract)
     assert n == expected_params(204, 12, 512, 8, 64, 2048)
     assert 40.5e6 < n < 41.5e6
+
+
+def test_configs():
+    from pathlib import Path
+
+    from recurrentlab.config import load_config_file, validate
+
+    experiments = Path(__file__).resolve().parents[1] / "experiments"
+    for arg, mem in [("mem0", 0), ("mem10", 10), ("mem40", 40), ("mem100", 100), ("mem200", 200)]:
+        config = load_config_file(experiments / "enwik8/transformer_xl.py", arg)
+        validate(config)
+        assert config.model.mem_len == mem and config.train.segment_len == 128
+    paper = load_config_file(experiments / "enwik8/transformer_xl.py", "paper")
+    assert paper.eval.model_overrides.mem_len == 896
+    for task in ("copy-6", "reverse-4-mem20", "associative_retrieval"):
+        validate(load_config_file(experiments / "synthetic/transformer_xl.py", task))
