@@ -254,3 +254,44 @@ def test_tiny_copy_run_loss_falls():
     assert np.isfinite(losses).all()
     assert first > 1.9  # ~ 3 bits * ln 2 per answer token at the start
     assert last < 0.7 * first, (first, last)
+
+
+# -- pictures and the trainer -----------------------------------------------------------------
+
+
+def test_plot_ntm_trace_writes_a_png(tmp_path):
+    from recurrentlab.viz_ntm import plot_ntm_trace, trace_panels
+
+    model = shared_ntm(input_mode="bits")
+    tokens = random_tokens(7, (2, 9), 18)
+    trace, _ = nnx.jit(lambda m, t, c: m.trace(t, c))(model, tokens, fresh(model, 2))
+    panels = dict(trace_panels(trace, example=1, bits=4))
+    assert panels["input bits"].shape == (4, 9)
+    np.testing.assert_array_equal(panels["input bits"][:, 0],
+                                  [(int(tokens[1, 0]) >> j) & 1 if tokens[1, 0] < 16 else 0
+                                   for j in range(4)])
+    assert panels["write weighting, head 0"].shape == (8, 9)
+    out = plot_ntm_trace(trace, tmp_path / "trace.png", example=1, bits=4, title="tiny")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_copy_config_trains_through_the_trainer(tmp_path):
+    from recurrentlab.config import load_config_file
+    from recurrentlab.data import build_dataset
+    from recurrentlab.train.trainer import train_and_evaluate
+
+    config = load_config_file("experiments/ntm/copy.py")
+    config.data.update(dict(bits=3, max_len=3, eval_windows=1))
+    config.data.eval_overrides.update(dict(min_len=4, max_len=5))
+    config.model.update(dict(bits=3, controller_size=16, memory_slots=8, memory_width=4))
+    dataset = build_dataset(config.data, seed=0)
+    config.train.update(dict(batch_size=4, segment_len=dataset.max_episode_len() - 1,
+                             num_steps=3, log_every=1, checkpoint_every=3, progress_bar=False))
+    config.eval.update(dict(batch_size=4, segment_len=dataset.max_episode_len("valid") - 1,
+                            final_splits=("valid",)))
+    config.mesh.data_axis = 1
+    summary = train_and_evaluate(config, tmp_path / "run")
+    final = summary["final"]["valid"]
+    assert np.isfinite(final["loss"]) and final["loss"] > 0
+    assert "bit_errors" in final and final["episodes"] == 4
