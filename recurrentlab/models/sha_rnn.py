@@ -1,0 +1,454 @@
+"""SHA-RNN: the Single Headed Attention RNN of Merity (2019), "Stop Thinking With Your Head".
+
+Follows the authors' ``model.py`` (Smerity/sha-rnn: ``SHARNN``, ``Block``, ``Attention``,
+``Overparam``, ``Boom``). Shape legend: b batch, s segment tokens, m ``mem_len``,
+l keys (= m when s <= m), d ``d_model``, f ``d_ff``, v vocabulary.
+
+Model, for a segment ``x`` Int[b, s] (all LayerNorms have eps 1e-12, their own scale/bias)::
+
+    h = drop_in(E[x])                                     E: Float[v, d], tied to the decoder
+    for each block n = 0 .. num_layers-1:
+        h = drop_h(LSTM_n(LN_start(h)))                   no residual around the LSTM
+        if n in attn_layers:
+            mh = LN_mem(h); h = LN_mid(h)
+            kv = [memory_n[:, s:] ; mh]                   the last m normalised states, [b, l, d]
+            q = σ(qs) ⊙ LN_q(W_q h + b_q)                 qs, ks, vs: Float[d], start at zero
+            k = σ(ks) ⊙ kv
+            [c, f] = W_o σ(vs) + b_o                      "Overparam": Linear(d -> 2d)
+            v = σ(f) ⊙ tanh(c) ⊙ kv                       no K, V or output projections
+            q, v = drop_a(q), drop_a(v)
+            p_ij = drop_p(softmax_j(q_i · k_j / √d))      causal, memory open, empty slots shut
+            h = drop_h(Σ_j p_ij v_j) + h
+            memory_n = kv                                 (its last m rows; see below)
+        u = GELU(W_1 LN_xff(h) + b_1)                     "Boom": Linear(d -> f), GELU = u·σ(1.702u)
+        h = drop_h(Σ_{r<f/d} drop_h(u)[..., r·d:(r+1)·d]) + LN_ff(h)   f/d chunks, summed
+    logits = drop_out(h) Eᵀ + b_dec
+
+Memory (exactly the authors' ``num_max_positions`` logic): the carry keeps the last ``m``
+normalised states ``LN_mem(h)`` of each attention block. A segment of ``s <= m`` tokens attends
+over the newest ``m - s`` of them plus itself (causally), so its last query sees exactly ``m``
+keys; query ``i`` (absolute position p, segment start p0) sees keys ``j`` with
+``p0 - (m - s) <= j <= p``. With one token per call that is a sliding window of ``m`` keys.
+Memory slots not filled yet (stream start, after a reset) are masked through ``kv_start``;
+``mem_count`` (Int[b]) says how many slots hold states. ``s > m`` (the authors' slicing breaks
+there) attends within the segment only and keeps its last ``m`` states; ``m = 0`` means no
+memory across calls. In the paper ``m = 5000``, ``s = 1024``.
+
+Carry (``SHARNNCarry``): ``lstm`` per block ``LSTMState(h, c)`` Float[b, d] each; ``memory`` per
+attention block (in ``attn_layers`` order) Float[b, m, d]; ``mem_count`` Int[b].
+
+Initialisation as the authors': Embedding and every Linear N(0, (0.1/√d)²) with zero biases;
+LSTM weights and both biases U(−1/√d, 1/√d) (PyTorch's ``nn.LSTM`` default, untouched by their
+``init_weights``); LayerNorm scale 1, bias 0 (apex FusedLayerNorm is not an ``nn.LayerNorm``);
+qs, ks, vs zero; decoder bias zero.
+
+Attention goes through :func:`recurrentlab.ops.attention.attention` (head axis of 1,
+``MaskSpec()`` causal with the memory prefix open, ``kv_start``, ``impl``) so a fused kernel can
+serve it. Dropout on the attention probabilities cannot go through a fused kernel: when
+``dropout_attn_probs > 0`` and dropout is active, the probabilities come from
+:func:`recurrentlab.ops.attention.attention_probs` and are multiplied with ``v`` explicitly.
+Set ``dropout_attn_probs = 0`` to keep the kernel path in training.
+
+Deliberate deviations from the authors' code (all other details match):
+
+* Parameters the authors allocate but never read are not created: ``Attention.qkvs`` (3d) and
+  ``Attention.r_gate`` (d), ``Block.lnout`` (2d), and ``lnmem``/``lnmid`` (4d) in blocks without
+  attention. :func:`count_params` therefore differs from ``sum(p.numel())`` of their module by
+  exactly that much (tested).
+* The Overparam value gate is kept during evaluation too (the authors' ``vq_collapse`` folds it
+  into ``vs`` after training; the function computed is the same).
+* Training-loop details that live outside the model are not reproduced here: the authors draw
+  each batch's length from N(bptt, 5) (bptt/2 with probability 0.05) and drop the LSTM state
+  and the memory with probability 0.025 per batch; our trainer uses a fixed segment length
+  and carries the state. They train under apex AMP O1 (fp16 matmuls); we compute in float32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+from jaxtyping import Array, Float, Int
+
+from recurrentlab.errors import ConfigError
+from recurrentlab.models.base import SequenceModel, register_model
+from recurrentlab.ops.attention import MaskSpec, attention, attention_probs
+from recurrentlab.ops.dispatch import IMPLS
+
+LN_EPS = 1e-12  # the authors' LayerNorm epsilon
+
+
+class LSTMState(NamedTuple):
+    """One LSTM layer's state: ``h`` and ``c``, Float[b, d] each."""
+
+    h: jax.Array
+    c: jax.Array
+
+
+class SHARNNCarry(NamedTuple):
+    """Per-block LSTM states, per-attention-block memories [b, m, d], filled slots Int[b]."""
+
+    lstm: tuple[LSTMState, ...]
+    memory: tuple[jax.Array, ...]
+    mem_count: jax.Array
+
+
+# ----------------------------------------------------------------------------- pure functions
+
+
+def lstm_cell(
+    w_hh: Float[Array, "d 4d"], state: LSTMState, gates_x: Float[Array, "b 4d"]
+) -> tuple[LSTMState, Float[Array, "b d"]]:
+    """One LSTM step (PyTorch gate order i, f, g, o); ``gates_x = x W_ih + b_ih + b_hh``.
+
+    i, f, g, o = split(gates_x + h W_hh);  c' = σ(f) c + σ(i) tanh(g);  h' = σ(o) tanh(c')
+    """
+    gates = gates_x + state.h @ w_hh
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return LSTMState(h, c), h
+
+
+def lstm_layer(
+    w_ih: Float[Array, "d 4d"],
+    w_hh: Float[Array, "d 4d"],
+    bias: Float[Array, "4d"],
+    state: LSTMState,
+    x: Float[Array, "b s d"],
+    *,
+    unroll: int = 1,
+) -> tuple[LSTMState, Float[Array, "b s d"]]:
+    """Run :func:`lstm_cell` over the segment with ``jax.lax.scan``; input projection batched."""
+    gates_x = jnp.einsum("bsd,dg->sbg", x, w_ih) + bias
+    step = lambda carry, g: lstm_cell(w_hh, carry, g)
+    state, hs = jax.lax.scan(step, state, gates_x, unroll=unroll)
+    return state, jnp.swapaxes(hs, 0, 1)
+
+
+def gelu_sigmoid(x: jax.Array) -> jax.Array:
+    """The authors' GELU approximation ``x σ(1.702 x)``."""
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout; the identity when ``key`` is None or ``rate`` is 0."""
+    if key is None or rate <= 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+def memory_geometry(
+    mem_len: int, seg_len: int, mem_count: Int[Array, " b"]
+) -> tuple[Int[Array, " b"] | None, Int[Array, " b"]]:
+    """``kv_start`` for the keys ``[memory[:, s:]; segment]`` and the new filled-slot count."""
+    if mem_len == 0:
+        return None, mem_count
+    if seg_len > mem_len:
+        return None, jnp.full_like(mem_count, mem_len)
+    kv_start = jnp.maximum(mem_len - seg_len - mem_count, 0).astype(jnp.int32)
+    return kv_start, jnp.minimum(mem_count + seg_len, mem_len).astype(jnp.int32)
+
+
+def memory_keys(
+    memory: Float[Array, "b m d"], states: Float[Array, "b s d"]
+) -> tuple[Float[Array, "b l d"], Float[Array, "b m d"]]:
+    """Keys/values source ``[memory[:, s:]; states]`` and the memory to carry (its last m)."""
+    mem_len, seg_len = memory.shape[1], states.shape[1]
+    if mem_len == 0:
+        return states, memory
+    if seg_len > mem_len:
+        return states, states[:, seg_len - mem_len:]
+    kv = jnp.concatenate([memory[:, seg_len:], states], axis=1)
+    return kv, kv
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+def _normal(std: float):
+    return nnx.initializers.normal(stddev=std)
+
+
+def _uniform(bound: float):
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+        key, shape, dtype, minval=-bound, maxval=bound
+    )
+
+
+def _layer_norm(d: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
+    return nnx.LayerNorm(d, epsilon=LN_EPS, rngs=rngs)
+
+
+class LSTM(nnx.Module):
+    """PyTorch-layout single-layer LSTM parameters (two biases, as ``nn.LSTM``)."""
+
+    def __init__(self, d: int, *, rngs: nnx.Rngs):
+        init = _uniform(1.0 / math.sqrt(d))
+        self.w_ih = nnx.Param(init(rngs.params(), (d, 4 * d)))
+        self.w_hh = nnx.Param(init(rngs.params(), (d, 4 * d)))
+        self.b_ih = nnx.Param(init(rngs.params(), (4 * d,)))
+        self.b_hh = nnx.Param(init(rngs.params(), (4 * d,)))
+
+    def __call__(self, state: LSTMState, x: jax.Array, *, unroll: int = 1):
+        bias = self.b_ih[...] + self.b_hh[...]
+        return lstm_layer(self.w_ih[...], self.w_hh[...], bias, state, x, unroll=unroll)
+
+
+class SingleHeadAttention(nnx.Module):
+    """The authors' ``Attention(q=True, k=False, v=False, r=False, heads=1)`` with Overparam."""
+
+    def __init__(self, d: int, *, init_std: float, rngs: nnx.Rngs):
+        self.d = d
+        self.qs = nnx.Param(jnp.zeros((d,)))
+        self.ks = nnx.Param(jnp.zeros((d,)))
+        self.vs = nnx.Param(jnp.zeros((d,)))
+        self.q = nnx.Linear(d, d, kernel_init=_normal(init_std), rngs=rngs)
+        self.q_norm = _layer_norm(d, rngs)
+        self.overparam = nnx.Linear(d, 2 * d, kernel_init=_normal(init_std), rngs=rngs)
+
+    def gates(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """σ(qs), σ(ks) and the value gate σ(f)·tanh(c), [c, f] = Overparam(σ(vs))."""
+        c, f = jnp.split(self.overparam(jax.nn.sigmoid(self.vs[...])), 2, axis=-1)
+        return (jax.nn.sigmoid(self.qs[...]), jax.nn.sigmoid(self.ks[...]),
+                jax.nn.sigmoid(f) * jnp.tanh(c))
+
+    def __call__(
+        self,
+        h: Float[Array, "b s d"],
+        kv: Float[Array, "b l d"],
+        kv_start: Int[Array, " b"] | None,
+        *,
+        drop_qv: float = 0.0,
+        drop_probs: float = 0.0,
+        key: jax.Array | None = None,
+        impl: str = "auto",
+    ) -> Float[Array, "b s d"]:
+        """Attention of the segment's (mid-normalised) states ``h`` over ``kv`` (see module doc)."""
+        q_gate, k_gate, v_gate = self.gates()
+        q = q_gate * self.q_norm(self.q(h))
+        k = k_gate * kv
+        v = v_gate * kv
+        keys = (None,) * 3 if key is None else tuple(jax.random.split(key, 3))
+        q = dropout(q, drop_qv, keys[0])
+        v = dropout(v, drop_qv, keys[1])
+        q, k, v = q[:, None], k[:, None], v[:, None]  # head axis of 1
+        scale = 1.0 / math.sqrt(self.d)
+        if key is not None and drop_probs > 0.0:
+            probs = attention_probs(q, k, spec=MaskSpec(), scale=scale, kv_start=kv_start)
+            probs = dropout(probs, drop_probs, keys[2])
+            out = jnp.einsum("bhtl,bhle->bhte", probs.astype(v.dtype), v)
+        else:
+            out = attention(q, k, v, spec=MaskSpec(), scale=scale, kv_start=kv_start, impl=impl)
+        return out[:, 0]
+
+
+class Boom(nnx.Module):
+    """``Boom(shortcut=True)``: Linear(d -> f), GELU, dropout, f/d chunks of width d summed."""
+
+    def __init__(self, d: int, d_ff: int, *, init_std: float, rngs: nnx.Rngs):
+        if d_ff % d:
+            raise ConfigError(f"sha_rnn: d_ff ({d_ff}) must be a multiple of d_model ({d})")
+        self.d = d
+        self.linear = nnx.Linear(d, d_ff, kernel_init=_normal(init_std), rngs=rngs)
+
+    def __call__(self, x: jax.Array, *, rate: float = 0.0, key: jax.Array | None = None):
+        u = dropout(gelu_sigmoid(self.linear(x)), rate, key)
+        return u.reshape(u.shape[:-1] + (-1, self.d)).sum(axis=-2)
+
+
+class Block(nnx.Module):
+    """LN -> LSTM -> dropout -> [single-head attention] -> Boom, as the authors' ``Block``."""
+
+    def __init__(self, d: int, d_ff: int, *, use_attn: bool, init_std: float, rngs: nnx.Rngs):
+        self.ln_start = _layer_norm(d, rngs)
+        self.lstm = LSTM(d, rngs=rngs)
+        if use_attn:
+            self.ln_mem = _layer_norm(d, rngs)
+            self.ln_mid = _layer_norm(d, rngs)
+            self.attn = SingleHeadAttention(d, init_std=init_std, rngs=rngs)
+        else:
+            self.attn = None
+        self.ln_ff = _layer_norm(d, rngs)
+        self.ln_xff = _layer_norm(d, rngs)
+        self.boom = Boom(d, d_ff, init_std=init_std, rngs=rngs)
+
+
+@register_model("sha_rnn")
+class SHARNN(SequenceModel):
+    """Single Headed Attention RNN (Merity 2019); equations and deviations in the module doc."""
+
+    @classmethod
+    def default_config(cls) -> ml_collections.ConfigDict:
+        c = ml_collections.ConfigDict()
+        c.d_model = 1024  # embedding = LSTM hidden = attention width (authors' emsize)
+        c.d_ff = 4096  # Boom width, a multiple of d_model (authors' nhid)
+        c.num_layers = 4  # blocks (authors' nlayers)
+        c.attn_layers = (-2,)  # blocks with attention; negatives count from the end; () = none
+        c.mem_len = 5000  # m: normalised states kept; the last query of a segment sees m keys
+        c.dropout_input = 0.1  # on the embedding output (authors' dropouti)
+        c.dropout_hidden = 0.1  # after LSTM, attention, inside and after Boom (dropouth)
+        c.dropout_attn = 0.1  # on attention q and v (authors: dropouth)
+        c.dropout_attn_probs = 0.1  # on attention probabilities; >0 bypasses a fused kernel
+        c.dropout_output = 0.1  # on the last block's output, before the decoder (dropout)
+        c.impl = "auto"  # attention implementation: auto | xla | pallas | interpret
+        c.lstm_unroll = 1  # jax.lax.scan unroll of the LSTM over time
+        return c
+
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        rngs: nnx.Rngs,
+        d_model: int = 1024,
+        d_ff: int = 4096,
+        num_layers: int = 4,
+        attn_layers: Sequence[int] = (-2,),
+        mem_len: int = 5000,
+        dropout_input: float = 0.1,
+        dropout_hidden: float = 0.1,
+        dropout_attn: float = 0.1,
+        dropout_attn_probs: float = 0.1,
+        dropout_output: float = 0.1,
+        impl: str = "auto",
+        lstm_unroll: int = 1,
+    ):
+        if num_layers < 1:
+            raise ConfigError(f"sha_rnn: num_layers must be >= 1, got {num_layers}")
+        if mem_len < 0:
+            raise ConfigError(f"sha_rnn: mem_len must be >= 0, got {mem_len}")
+        if impl not in IMPLS:
+            raise ConfigError(f"sha_rnn: unknown impl '{impl}'; use one of {', '.join(IMPLS)}")
+        attn = resolve_attn_layers(attn_layers, num_layers)
+        self.vocab_size = vocab_size
+        self.d_model = d_model
+        self.num_layers = num_layers
+        self.attn_layers = attn
+        self.mem_len = mem_len
+        self.dropout_input = dropout_input
+        self.dropout_hidden = dropout_hidden
+        self.dropout_attn = dropout_attn
+        self.dropout_attn_probs = dropout_attn_probs
+        self.dropout_output = dropout_output
+        self.impl = impl
+        self.lstm_unroll = lstm_unroll
+        init_std = 0.1 / math.sqrt(d_model)
+        self.embed = nnx.Param(_normal(init_std)(rngs.params(), (vocab_size, d_model)))
+        self.blocks = nnx.List([
+            Block(d_model, d_ff, use_attn=n in attn, init_std=init_std, rngs=rngs)
+            for n in range(num_layers)
+        ])
+        self.decoder_bias = nnx.Param(jnp.zeros((vocab_size,)))
+
+    def init_carry(self, batch_size: int) -> SHARNNCarry:
+        d = self.d_model
+        zeros = jnp.zeros((batch_size, d), jnp.float32)
+        return SHARNNCarry(
+            lstm=tuple(LSTMState(zeros, zeros) for _ in range(self.num_layers)),
+            memory=tuple(jnp.zeros((batch_size, self.mem_len, d), jnp.float32)
+                         for _ in self.attn_layers),
+            mem_count=jnp.zeros((batch_size,), jnp.int32),
+        )
+
+    def __call__(
+        self,
+        tokens: Int[Array, "b s"],
+        carry: SHARNNCarry,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
+    ) -> tuple[Float[Array, "b s v"], SHARNNCarry]:
+        key = key if train else None
+        # one dropout key per site: fold_in(key, i), i = 0, 1 model-level, 8 n + j in block n
+        site = (lambda i: None) if key is None else (lambda i: jax.random.fold_in(key, i))
+        seg_len = tokens.shape[1]
+        kv_start, new_count = memory_geometry(self.mem_len, seg_len, carry.mem_count)
+
+        embed = self.embed[...]
+        h = dropout(jnp.take(embed, tokens, axis=0), self.dropout_input, site(0))
+        new_lstm, new_memory, slot = [], [], 0
+        for n, block in enumerate(self.blocks):
+            state, h = block.lstm(carry.lstm[n], block.ln_start(h), unroll=self.lstm_unroll)
+            new_lstm.append(state)
+            h = dropout(h, self.dropout_hidden, site(8 * n + 2))
+            if block.attn is not None:
+                mh, h = block.ln_mem(h), block.ln_mid(h)
+                kv, memory = memory_keys(carry.memory[slot], mh)
+                new_memory.append(memory)
+                slot += 1
+                a = block.attn(h, kv, kv_start, drop_qv=self.dropout_attn,
+                               drop_probs=self.dropout_attn_probs, key=site(8 * n + 3),
+                               impl=self.impl)
+                h = dropout(a, self.dropout_hidden, site(8 * n + 4)) + h
+            u = block.boom(block.ln_xff(h), rate=self.dropout_hidden, key=site(8 * n + 5))
+            h = dropout(u, self.dropout_hidden, site(8 * n + 6)) + block.ln_ff(h)
+        h = dropout(h, self.dropout_output, site(1))
+        logits = h @ embed.T + self.decoder_bias[...]
+        return logits, SHARNNCarry(tuple(new_lstm), tuple(new_memory), new_count)
+
+
+def resolve_attn_layers(attn_layers: Sequence[int], num_layers: int) -> tuple[int, ...]:
+    """Block indices with attention, negatives counted from the end, sorted and unique."""
+    if isinstance(attn_layers, int):
+        attn_layers = (attn_layers,)
+    out = set()
+    for n in attn_layers:
+        if not -num_layers <= int(n) < num_layers:
+            raise ConfigError(
+                f"sha_rnn: attn_layers entry {n} is outside the {num_layers} blocks")
+        out.add(int(n) % num_layers)
+    return tuple(sorted(out))
+
+
+# ----------------------------------------------------------------------------- parameter count
+
+
+def count_params(model: ml_collections.ConfigDict, vocab_size: int = 256) -> int:
+    """Parameters of ``config.model`` (an ``sha_rnn`` model config), built abstractly."""
+    fields = {k: v for k, v in model.items() if k != "name"}
+    abstract = nnx.eval_shape(lambda: SHARNN(vocab_size=vocab_size, rngs=nnx.Rngs(0), **fields))
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
+
+
+def paper_configs() -> dict[str, ml_collections.ConfigDict]:
+    """The enwik8 model variants of the paper's table (no attention, single head, per layer)."""
+    from recurrentlab.models.base import model_config
+
+    return {
+        "no_attention": model_config("sha_rnn", attn_layers=()),
+        "single_head": model_config("sha_rnn"),
+        "head_per_layer": model_config("sha_rnn", attn_layers=(0, 1, 2, 3)),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m recurrentlab.models.sha_rnn")
+    parser.add_argument("--count", action="store_true",
+                        help="print the parameter counts of the paper's enwik8 variants")
+    parser.add_argument("--config", default=None,
+                        help="an experiment file (path[:arg]) whose model to count instead")
+    args = parser.parse_args(argv)
+    if not (args.count or args.config):
+        parser.print_help()
+        return
+    if args.config:
+        from recurrentlab.config import load_config_file
+
+        path, _, arg = args.config.partition(":")
+        configs = {args.config: load_config_file(path, arg or None).model}
+    else:
+        configs = paper_configs()
+    for name, model in configs.items():
+        n = count_params(model, vocab_size=256)
+        print(f"{name}: {n:,} parameters ({n / 1e6:.2f}M), vocab 256")
+
+
+if __name__ == "__main__":
+    main()
