@@ -1,0 +1,51 @@
+"""The LSTM target: training throughput against ``torch.nn.LSTM`` on CPU, full LM step.
+
+    recurrentlab bench --config experiments/bench/lstm_vs_torch.py --out runs/bench/lstm_vs_torch
+
+Shapes (both sides): embedding 256 -> 2 LSTM layers of 512 -> linear softmax over 256 bytes,
+batch 32, 128 tokens per step (one segment, BPTT through it), Adam (lr 1e-3), no dropout; the
+carry goes, detached, to the next step. The torch peer is ``nn.Embedding`` + ``nn.LSTM(256,
+512, num_layers=2, batch_first=True)`` + ``nn.Linear(512, 256)`` with ``torch.optim.Adam``.
+Further peers: a flax ``nnx.RNN(nnx.OptimizedLSTMCell)`` stack, the same lstm model with
+``custom_vjp=False`` (plain autodiff through ``lax.scan``), and on a GPU ``jax.experimental.rnn``
+(cuDNN) with torch on cuDNN.
+
+Threads: XLA's CPU client runs its own thread pool sized to the CPUs this process may use
+(``os.sched_getaffinity``); torch gets ``torch.set_num_threads`` of that same number (the
+``threads`` field; 0 means that number). Both are reported under the table.
+
+Expected runtime: about 3 minutes on a 2-core CPU. Expected result: ``ours ÷ torch`` >= 1.2
+(the target) -- read it from the table of the run; absolute tokens/s depend on the machine.
+"""
+
+from recurrentlab.bench import bench_config, entry
+from recurrentlab.models import model_config
+
+
+def get_config(arg: str | None = None):
+    tiny = arg == "tiny"
+    c = bench_config("throughput")
+    c.vocab_size = 256  # bytes: softmax over 256
+    c.warmup = 3  # untimed steps after compilation
+    c.repeats = 2 if tiny else 7  # timed repeats, median reported
+    c.steps_per_repeat = 1 if tiny else 5  # steps per repeat
+    c.generate_tokens = 3 if tiny else 32  # timed greedy tokens
+    c.threads = 0  # torch threads = XLA's pool size (CPUs available to the process)
+    c.peers = ("torch", "flax", "lstm_scan", "jax_rnn")  # jax_rnn runs on a GPU only
+    c.entries.lstm = entry(
+        model_config(
+            "lstm",
+            embed_dim=16 if tiny else 256,  # embedding 256
+            hidden_dim=24 if tiny else 512,  # 2 layers of 512
+            num_layers=2,  # stacked LSTM layers
+            tie_weights=False,  # separate 512 -> 256 decoder, as the torch peer
+            dropout=0.0, dropouth=0.0, dropouti=0.0, dropoute=0.0, wdrop=0.0,  # peers: none
+            custom_vjp=True,  # the fast path (the lstm_scan peer turns it off)
+        ),
+        batch_size=4 if tiny else 32,  # batch 32
+        segment_len=8 if tiny else 128,  # 128 tokens per step
+        bptt_segments=1,  # one segment per step
+        optimizer="adam",  # Adam, as torch.optim.Adam
+        lr=1e-3,  # torch's default Adam lr
+    )
+    return c

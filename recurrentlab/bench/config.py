@@ -1,0 +1,53 @@
+"""Bench configs: the fields every ``experiments/bench/*.py`` starts from.
+
+A bench config is a ConfigDict with ``kind`` (which benchmark) and ``entries``: one
+ConfigDict per measured row, ``{"model": model_config(...), "train": {...}}``, where ``train``
+is a full ``base_config().train`` (so ``--config.entries.lstm.train.remat=True`` works).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+from recurrentlab.config import base_config
+
+KINDS = ("throughput", "memory_vs_horizon", "compile_time")
+
+
+def bench_config(kind: str = "throughput") -> ml_collections.ConfigDict:
+    """The defaults of every bench config."""
+    c = ml_collections.ConfigDict()
+    c.kind = kind  # throughput | memory_vs_horizon | compile_time
+    c.seed = 0  # parameters and the random token windows
+    c.vocab_size = 256  # byte-level vocabulary
+    c.warmup = 2  # untimed steps after compilation
+    c.repeats = 5  # timed repeats; the median is reported
+    c.steps_per_repeat = 2  # train steps per timed repeat (one block_until_ready at its end)
+    c.generate_tokens = 16  # timed greedy tokens for generation latency; 0 skips it
+    c.threads = 0  # torch CPU threads; 0 = the CPUs XLA's own pool uses (sched_getaffinity)
+    c.peers = ("lstm_scan", "flax", "torch", "jax_rnn")  # peer columns for lstm entries
+    c.entries = ml_collections.ConfigDict()  # label -> {model, train}
+
+    # memory_vs_horizon
+    c.horizon_segments = (1, 2, 4, 8)  # K values (horizon = K * segment_len tokens)
+    c.remat = (False, True)  # train.remat values compared at each K
+
+    # compile_time
+    c.compile_segments = (1, 8, 64)  # K values whose compile times are compared
+    c.unrolls = (1, 2, 4)  # train.scan_unroll values measured at K = unroll_segments
+    c.unroll_segments = 8  # K for the unroll study
+    c.unroll_entries = ()  # labels of the entries in the unroll study; () = every entry
+    c.unroll_steps = True  # also run the step at each unroll (tokens/s), not only compile it
+    c.run_configs = ()  # run config files compiled on abstract inputs (e.g. enwik8)
+    c.compile_budget_s = 60.0  # the run configs' compile time target
+    return c
+
+
+def entry(model: ml_collections.ConfigDict, **train: Any) -> ml_collections.ConfigDict:
+    """One row: ``model`` and a full train section with ``train`` overrides set."""
+    t = base_config().train
+    t.update(train)
+    t.progress_bar = False
+    return ml_collections.ConfigDict({"model": model, "train": t})

@@ -1,0 +1,283 @@
+"""Peer implementations of an LSTM language-model train step, for ratio columns.
+
+Each peer trains the same function as a ``lstm`` entry of a bench config: embedding ``E`` ->
+stacked LSTM layers (the entry's layer sizes) -> linear decoder over the vocabulary, mean
+cross-entropy over the window, Adam with the entry's ``lr``/``b1``/``b2``/``eps``, the carry handed
+(detached) to the next window. A window of ``W = segment_len * bptt_segments`` tokens is one
+forward/backward (BPTT through the window), as the trainer does.
+
+Peers:
+
+* ``torch``: ``torch.nn.Embedding`` + ``torch.nn.LSTM(num_layers)`` + ``torch.nn.Linear``,
+  ``torch.optim.Adam``; on CPU with ``torch.set_num_threads(threads)``, on a GPU with cuDNN.
+* ``flax``: ``nnx.RNN(nnx.OptimizedLSTMCell)`` per layer, ``nnx.Embed``, ``nnx.Linear``,
+  ``optax.adam`` under one ``jax.jit``.
+* ``lstm_scan``: this library's ``lstm`` model with ``custom_vjp=False`` (autodiff through
+  ``lax.scan``, no hand-written backward), through the same trainer step.
+* ``jax_rnn``: ``jax.experimental.rnn.lstm`` (cuDNN) inside the same kind of jitted step; GPU
+  only.
+
+A peer that is not installed or does not run on this backend is reported as skipped with the
+reason; a peer only applies to an ``lstm`` entry whose dropout rates are all zero (peers have
+no dropout) and whose matmuls are float32.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+
+from recurrentlab.bench import measure
+
+PEERS = ("lstm_scan", "flax", "torch", "jax_rnn")
+_DROPOUTS = ("dropout", "dropouth", "dropouti", "dropoute", "wdrop")
+
+
+def jax_threads() -> int:
+    """CPUs XLA's CPU thread pool sizes itself to: the ones this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def lstm_shapes(model: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Embedding size, per-layer sizes and tying of an ``lstm`` model config."""
+    sizes = [model.hidden_dim] * model.num_layers
+    if model.tie_weights:
+        sizes[-1] = model.embed_dim
+    return {"embed_dim": model.embed_dim, "sizes": sizes, "tie": bool(model.tie_weights)}
+
+
+def applies(peer: str, model: ml_collections.ConfigDict) -> str | None:
+    """``None`` if ``peer`` can run the entry's model, else why not."""
+    if model.name != "lstm":
+        return "peers exist for the lstm model only"
+    if any(float(model.get(k, 0.0)) > 0 for k in _DROPOUTS):
+        return "peers run without dropout; set every dropout rate of the entry to 0"
+    if model.get("dtype", "float32") != "float32":
+        return "peers run in float32"
+    if peer in ("torch", "jax_rnn"):
+        shapes = lstm_shapes(model)
+        if len(set(shapes["sizes"])) != 1:
+            return f"{peer} stacks equal layers; layer sizes are {shapes['sizes']}"
+    return None
+
+
+def available(peer: str) -> str | None:
+    """``None`` if ``peer`` can run here, else why not."""
+    if peer == "torch" and importlib.util.find_spec("torch") is None:
+        return "torch is not installed"
+    if peer == "jax_rnn":
+        if jax.default_backend() != "gpu":
+            return "jax.experimental.rnn needs a GPU (cuDNN)"
+        if importlib.util.find_spec("jax.experimental.rnn") is None:
+            return "jax.experimental.rnn is missing"
+    if peer not in PEERS:
+        return f"unknown peer '{peer}'; known: {', '.join(PEERS)}"
+    return None
+
+
+def _timed_loop(step_once, *, warmup: int, repeats: int, steps_per_repeat: int, tokens: int,
+                sync=lambda: None) -> dict[str, Any]:
+    def run():
+        for _ in range(steps_per_repeat):
+            step_once()
+        sync()
+
+    seconds, times = measure.median_time(run, warmup=warmup, repeats=repeats)
+    return {"tokens_per_sec": tokens * steps_per_repeat / seconds,
+            "step_ms": 1e3 * seconds / steps_per_repeat, "repeat_seconds": times}
+
+
+def _adam(train: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    return optax.adam(train.lr, b1=train.b1, b2=train.b2, eps=train.eps)
+
+
+# --- torch ------------------------------------------------------------------------------------
+
+
+def run_torch(config: ml_collections.ConfigDict, vocab_size: int, *, warmup: int, repeats: int,
+              steps_per_repeat: int, threads: int) -> dict[str, Any]:
+    import torch
+
+    shapes = lstm_shapes(config.model)
+    t = config.train
+    device = "cuda" if torch.cuda.is_available() and jax.default_backend() == "gpu" else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(threads)
+    torch.manual_seed(config.seed)
+    e, h, layers = shapes["embed_dim"], shapes["sizes"][0], len(shapes["sizes"])
+
+    class TorchLM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embedding = torch.nn.Embedding(vocab_size, e)
+            self.lstm = torch.nn.LSTM(e, h, num_layers=layers, batch_first=True)
+            self.decoder = torch.nn.Linear(h, vocab_size)
+            if shapes["tie"]:
+                self.decoder.weight = self.embedding.weight
+
+        def forward(self, x, state):
+            out, state = self.lstm(self.embedding(x), state)
+            return self.decoder(out), state
+
+    model = TorchLM().to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.b1, t.b2), eps=t.eps)
+    batch = measure.random_batch(config, vocab_size, seed=config.seed)
+    x = torch.from_numpy(batch["inputs"].astype(np.int64)).to(device)
+    y = torch.from_numpy(batch["targets"].astype(np.int64)).to(device)
+    zeros = torch.zeros(layers, t.batch_size, h, device=device)
+    holder = {"state": (zeros, zeros.clone())}
+
+    def step_once():
+        opt.zero_grad(set_to_none=True)
+        logits, state = model(x, holder["state"])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab_size), y.reshape(-1))
+        loss.backward()
+        opt.step()
+        holder["state"] = (state[0].detach(), state[1].detach())
+
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    result = _timed_loop(step_once, warmup=warmup, repeats=repeats,
+                         steps_per_repeat=steps_per_repeat,
+                         tokens=measure.tokens_per_step(config), sync=sync)
+    result["device"] = "cuda (cuDNN)" if device == "cuda" else f"cpu, {threads} threads"
+    result["params"] = int(sum(p.numel() for p in model.parameters()))
+    if device == "cuda":
+        result["peak_bytes"] = int(torch.cuda.max_memory_allocated())
+        result["peak_source"] = "torch.cuda.max_memory_allocated"
+    return result
+
+
+# --- jax peers --------------------------------------------------------------------------------
+
+
+class FlaxLSTMStack(nnx.Module):
+    """``nnx.Embed`` -> ``nnx.RNN(nnx.OptimizedLSTMCell)`` per layer -> ``nnx.Linear``."""
+
+    def __init__(self, vocab_size: int, embed_dim: int, sizes: list[int], *, rngs: nnx.Rngs):
+        self.embed = nnx.Embed(vocab_size, embed_dim, rngs=rngs)
+        inputs = [embed_dim] + sizes[:-1]
+        self.rnns = nnx.List([
+            nnx.RNN(nnx.OptimizedLSTMCell(d, h, rngs=rngs), return_carry=True)
+            for d, h in zip(inputs, sizes, strict=True)
+        ])
+        self.decoder = nnx.Linear(sizes[-1], vocab_size, rngs=rngs)
+
+    def __call__(self, tokens, carries):
+        x = self.embed(tokens)
+        out = []
+        for rnn, carry in zip(self.rnns, carries, strict=True):
+            carry, x = rnn(x, initial_carry=carry)
+            out.append(carry)
+        return self.decoder(x), tuple(out)
+
+
+def _mean_xent(logits, targets):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+
+def _jax_peer_loop(loss_fn, params, carry, config, vocab_size, *, warmup, repeats,
+                   steps_per_repeat) -> dict[str, Any]:
+    """Jit ``loss_fn(params, carry, x, y) -> (loss, carry)`` into an Adam step and time it."""
+    tx = _adam(config.train)
+
+    def train_step(params, opt_state, carry, x, y):
+        (loss, carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, carry, x, y)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, jax.lax.stop_gradient(carry), loss
+
+    batch = measure.random_batch(config, vocab_size, seed=config.seed)
+    x, y = jnp.asarray(batch["inputs"]), jnp.asarray(batch["targets"])
+    holder = {"params": params, "opt_state": tx.init(params), "carry": carry}
+    compiled, times = measure.compile_step(
+        jax.jit(train_step), (holder["params"], holder["opt_state"], holder["carry"], x, y))
+
+    def step_once():
+        p, o, c, loss = compiled(holder["params"], holder["opt_state"], holder["carry"], x, y)
+        holder.update(params=p, opt_state=o, carry=c, loss=loss)
+
+    result = _timed_loop(step_once, warmup=warmup, repeats=repeats,
+                         steps_per_repeat=steps_per_repeat,
+                         tokens=measure.tokens_per_step(config),
+                         sync=lambda: jax.block_until_ready(holder))
+    result["compile_s"] = times["total_s"]
+    result["params"] = measure.count_params(params)
+    memory = measure.memory_analysis_bytes(compiled)
+    if memory is not None:
+        result["peak_bytes"], result["peak_source"] = memory["peak"], "memory_analysis"
+    return result
+
+
+def run_flax(config: ml_collections.ConfigDict, vocab_size: int, **timing) -> dict[str, Any]:
+    shapes = lstm_shapes(config.model)
+    model = FlaxLSTMStack(vocab_size, shapes["embed_dim"], shapes["sizes"],
+                          rngs=nnx.Rngs(config.seed))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    b = config.train.batch_size
+    carry = tuple((jnp.zeros((b, h)), jnp.zeros((b, h))) for h in shapes["sizes"])
+
+    def loss_fn(params, carry, x, y):
+        logits, carry = nnx.merge(graphdef, params, rest)(x, carry)
+        return _mean_xent(logits, y), carry
+
+    return _jax_peer_loop(loss_fn, params, carry, config, vocab_size, **timing)
+
+
+def run_jax_rnn(config: ml_collections.ConfigDict, vocab_size: int, **timing) -> dict[str, Any]:
+    from jax.experimental import rnn
+
+    shapes = lstm_shapes(config.model)
+    e, h, layers = shapes["embed_dim"], shapes["sizes"][0], len(shapes["sizes"])
+    b = config.train.batch_size
+    k_embed, k_lstm, k_dec = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    params = {
+        "embedding": jax.random.uniform(k_embed, (vocab_size, e), minval=-0.1, maxval=0.1),
+        "lstm": rnn.init_lstm_weight(k_lstm, e, h, layers, False),
+        "decoder": jax.random.uniform(k_dec, (h, vocab_size), minval=-0.1, maxval=0.1),
+        "bias": jnp.zeros((vocab_size,)),
+    }
+    carry = (jnp.zeros((layers, b, h)), jnp.zeros((layers, b, h)))
+    lengths = jnp.full((b,), measure.window_len(config), jnp.int32)
+
+    def loss_fn(params, carry, x, y):
+        xs = params["embedding"][x]
+        out, h_n, c_n = rnn.lstm(xs, carry[0], carry[1], params["lstm"], lengths,
+                                 input_size=e, hidden_size=h, num_layers=layers, dropout=0.0,
+                                 bidirectional=False)
+        logits = out @ params["decoder"] + params["bias"]
+        return _mean_xent(logits, y), (h_n, c_n)
+
+    return _jax_peer_loop(loss_fn, params, carry, config, vocab_size, **timing)
+
+
+def run_peer(peer: str, config: ml_collections.ConfigDict, vocab_size: int, *, warmup: int,
+             repeats: int, steps_per_repeat: int, threads: int) -> dict[str, Any]:
+    """Measure ``peer`` on ``config``'s shapes: ``{"tokens_per_sec", ...}`` or ``{"skipped"}``."""
+    reason = available(peer) or applies(peer, config.model)
+    if reason is not None:
+        return {"skipped": reason}
+    timing = {"warmup": warmup, "repeats": repeats, "steps_per_repeat": steps_per_repeat}
+    start = time.perf_counter()
+    if peer == "torch":
+        result = run_torch(config, vocab_size, threads=threads, **timing)
+    elif peer == "flax":
+        result = run_flax(config, vocab_size, **timing)
+    elif peer == "jax_rnn":
+        result = run_jax_rnn(config, vocab_size, **timing)
+    else:  # lstm_scan: the same model and trainer step, autodiff through lax.scan
+        scan_config = ml_collections.ConfigDict(config.to_dict())
+        scan_config.model.custom_vjp = False
+        result, _ = measure.measure_train(scan_config, vocab_size, **timing)
+    result["wall_s"] = time.perf_counter() - start
+    return result

@@ -1,0 +1,172 @@
+"""Markdown tables of a bench result (``run_bench``'s dict)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+MIB = 2.0**20
+
+
+def _mib(value: Any) -> str:
+    return "—" if value is None else f"{value / MIB:,.1f}"
+
+
+def _num(value: Any, fmt: str = ",.0f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return format(value, fmt)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return lines
+
+
+def _environment(env: dict[str, Any]) -> list[str]:
+    return [
+        f"Backend {env['backend']} ({env['device']}), jax {env['jax']}, flax {env['flax']}, "
+        f"torch {env['torch']}, {env['cpus_available']} CPUs available, "
+        f"torch threads {env['torch_threads']}, XLA_FLAGS='{env['xla_flags']}', "
+        f"{env['date_utc']} UTC.",
+        "",
+        "Wall-clock numbers on a machine that may be running other work are noisy; compare the "
+        "ratios measured within one run, not absolute numbers across runs.",
+    ]
+
+
+def _peak_note(rows: list[dict[str, Any]]) -> str:
+    sources = sorted({r.get("peak_source", "unavailable") for r in rows})
+    notes = {
+        "memory_analysis": "`memory_analysis`: the compiled step's temp + argument + output "
+                           "bytes (XLA's static buffer assignment; no allocator on CPU)",
+        "peak_bytes_in_use": "`peak_bytes_in_use`: the device allocator's process-wide "
+                             "high-water mark (never decreases, so later rows include earlier "
+                             "peaks if larger)",
+        "unavailable": "unavailable on this backend",
+    }
+    return "Peak memory: " + "; ".join(notes.get(s, s) for s in sources) + "."
+
+
+def throughput_markdown(result: dict[str, Any]) -> list[str]:
+    rows = result["rows"]
+    measured = [p for p in result["config"]["peers"]
+                if any("tokens_per_sec" in r["peers"].get(p, {}) for r in rows)]
+    header = ["model", "params", "batch × window (K×S)", "tokens/s", "step ms", "compile s",
+              "peak MiB", "gen ms/token"]
+    for p in measured:
+        header += [f"{p} tokens/s", f"ours ÷ {p}"]
+    body = []
+    for r in rows:
+        gen = r.get("generation", {}).get("ms_per_token")
+        line = [r["label"], _num(r["params"]),
+                f"{r['batch_size']} × {r['window']} ({r['bptt_segments']}×{r['segment_len']})",
+                _num(r["tokens_per_sec"]), _num(r["step_ms"], ".1f"), _num(r["compile_s"], ".1f"),
+                _mib(r.get("peak_bytes")), _num(gen, ".2f")]
+        for p in measured:
+            peer = r["peers"].get(p, {})
+            line += [_num(peer.get("tokens_per_sec")), _num(peer.get("ratio"), ".2f")]
+        body.append(line)
+    lines = ["# Training throughput", "", *_table(header, body), ""]
+    lines.append(_peak_note(rows))
+    lines.append("Tokens/s: the full train step (K-segment scan, gradients, Adam update), median "
+                 f"of {result['config']['repeats']} repeats of "
+                 f"{result['config']['steps_per_repeat']} steps after "
+                 f"{result['config']['warmup']} warmup steps, each repeat ending in "
+                 "`block_until_ready`. Compile s: lowering + XLA compilation of the step, "
+                 "persistent compilation cache off. Gen ms/token: greedy decoding of one stream "
+                 "on `recurrentlab.sample`'s path (each token re-runs the partial segment from "
+                 "the last segment's carry), median per token after compilation.")
+    lines.append("Ratios are ours ÷ peer tokens/s, the peer measured in the same run on the "
+                 "same shapes (embedding → LSTM stack → linear decoder, Adam, no dropout).")
+    skipped = sorted({f"{p}: {r['peers'][p]['skipped']}" for r in rows for p in r["peers"]
+                      if "skipped" in r["peers"][p]})
+    if skipped:
+        lines += ["", "Peers not measured:", *[f"- {s}" for s in skipped]]
+    devices = sorted({r["peers"]["torch"]["device"] for r in rows
+                      if "device" in r["peers"].get("torch", {})})
+    if devices:
+        lines.append(f"\ntorch ran on: {', '.join(devices)}. XLA's CPU client sizes its own "
+                     "thread pool to the CPUs the process may use; torch gets that many "
+                     "threads (`torch.set_num_threads`).")
+    return lines
+
+
+def memory_markdown(result: dict[str, Any]) -> list[str]:
+    rows = result["rows"]
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    remats = list(dict.fromkeys(r["remat"] for r in rows))
+    header = ["K", "horizon (tokens)"] + [
+        f"{label} {'remat' if m else 'no remat'} MiB" for label in labels for m in remats]
+    index = {(r["label"], r["remat"], r["bptt_segments"]): r for r in rows}
+    ks = sorted({r["bptt_segments"] for r in rows})
+    body = []
+    for k in ks:
+        horizon = next(r["horizon"] for r in rows if r["bptt_segments"] == k)
+        line = [str(k), _num(horizon)]
+        for label in labels:
+            for m in remats:
+                line.append(_mib(index.get((label, m, k), {}).get("peak_bytes")))
+        body.append(line)
+    lines = ["# Peak memory against the BPTT horizon", "", *_table(header, body), ""]
+    s_header = ["model", "carry MiB", "no remat MiB/segment", "remat MiB/segment",
+                "remat per segment ÷ carry", "growth no remat", "growth remat"]
+    s_body = [[s["label"], _mib(s["carry_bytes"]), _mib(s.get("no_remat_bytes_per_segment")),
+               _mib(s.get("remat_bytes_per_segment")),
+               _num(s.get("remat_per_segment_over_carry"), ".2f"),
+               _num(s.get("no_remat_growth"), ".1f") + "×",
+               _num(s.get("remat_growth"), ".1f") + "×"] for s in result["summary"]]
+    lines += ["## Growth per extra segment", "", *_table(s_header, s_body), ""]
+    lines.append("Peak memory is `memory_analysis` of the compiled train step (temp + argument + "
+                 "output bytes), compile only: nothing of these sizes is allocated. MiB/segment "
+                 "is the least-squares slope of peak memory over K. Without remat the backward "
+                 "pass keeps every segment's activations (slope ~ S tokens of activations); with "
+                 "`train.remat` it keeps the carry entering each segment (slope ~ the carry) and "
+                 "recomputes one segment at a time. Growth: peak at the largest K ÷ at the "
+                 "smallest.")
+    return lines
+
+
+def compile_markdown(result: dict[str, Any]) -> list[str]:
+    lines = ["# Compile time of the train step", ""]
+    by_k = result["by_segments"]
+    if by_k:
+        ks = list(by_k[0]["compile_s"])
+        header = ["model", "params", "batch × S"] + [f"K={k} s" for k in ks] + ["max ÷ min"]
+        body = [[r["label"], _num(r["params"]), f"{r['batch_size']} × {r['segment_len']}"]
+                + [_num(r["compile_s"][k], ".1f") for k in ks] + [_num(r["max_over_min"], ".2f")]
+                for r in by_k]
+        lines += [*_table(header, body), "",
+                  "The K segments of a window are one `lax.scan`, so compile time should not "
+                  "grow with K (max ÷ min near 1, up to timing noise).", ""]
+    if result["unroll"]:
+        header = ["model", "K", "train.scan_unroll", "compile s", "tokens/s"]
+        body = [[r["label"], str(r["bptt_segments"]), str(r["scan_unroll"]),
+                 _num(r["compile_s"], ".1f"), _num(r.get("tokens_per_sec"))]
+                for r in result["unroll"]]
+        lines += ["## `train.scan_unroll`", "", *_table(header, body), ""]
+    if result["run_configs"]:
+        budget = result["config"]["compile_budget_s"]
+        header = ["config", "model", "params", "batch × window", "compile s", f"< {budget:.0f} s",
+                  "peak MiB"]
+        body = [[r["config"], r["model"], _num(r["params"]),
+                 f"{r['batch_size']} × {r['window']}", _num(r["compile_s"], ".1f"),
+                 "yes" if r["within_budget"] else "NO", _mib(r["peak_bytes"])]
+                for r in result["run_configs"]]
+        lines += ["## Run configs, compiled on abstract inputs", "", *_table(header, body), "",
+                  "Lowered from `jax.ShapeDtypeStruct` inputs (`nnx.eval_shape`): no parameter "
+                  "is allocated. Peak MiB is `memory_analysis` (temp + argument + output).", ""]
+    lines.append("Compile s: lowering + XLA compilation, persistent compilation cache off.")
+    return lines
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    kind = result["kind"]
+    if kind == "throughput":
+        lines = throughput_markdown(result)
+    elif kind == "memory_vs_horizon":
+        lines = memory_markdown(result)
+    else:
+        lines = compile_markdown(result)
+    return "\n".join([*lines, "", *_environment(result["environment"]), ""])

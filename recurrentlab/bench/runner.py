@@ -1,0 +1,226 @@
+"""``run_bench(config, out)``: run a bench config and write ``bench.md`` and ``bench.json``.
+
+Three kinds of bench config (``config.kind``):
+
+* ``throughput``: per entry, training tokens/s of the full train step (median of timed repeats
+  after warmup), compile time, peak memory and greedy generation latency per token, plus a
+  column per peer and the ratio ours ÷ peer, both measured in the same run.
+* ``memory_vs_horizon``: per entry and ``train.remat``, the compiled step's peak memory
+  (``memory_analysis``, compile only: nothing of that size is allocated) against the BPTT
+  horizon K * S, with the growth per extra segment set beside the carry's size.
+* ``compile_time``: compile time of every entry's train step at several K (the K segments are
+  a ``lax.scan``, so it should not grow with K), the effect of ``train.scan_unroll``, and the
+  compile time of run config files (e.g. enwik8) on abstract inputs.
+
+Timings are wall-clock on whatever else the machine runs; compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import glob
+import importlib.metadata
+import json
+import os
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from recurrentlab.bench import measure, peers
+from recurrentlab.bench.config import KINDS
+from recurrentlab.bench.report import to_markdown
+from recurrentlab.config import load_config_file
+from recurrentlab.errors import ConfigError
+
+
+def environment(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    device = jax.devices()[0]
+    env = {
+        "date_utc": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M"),
+        "backend": jax.default_backend(),
+        "device": getattr(device, "device_kind", str(device)),
+        "jax": jax.__version__,
+        "python": platform.python_version(),
+        "cpus_available": peers.jax_threads(),
+        "torch_threads": torch_threads(config),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    for package in ("flax", "optax", "torch"):
+        try:
+            env[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            env[package] = None
+    return env
+
+
+def torch_threads(config: ml_collections.ConfigDict) -> int:
+    return int(config.threads) or peers.jax_threads()
+
+
+def _entry_config(config, entry, **train) -> ml_collections.ConfigDict:
+    t = entry.train.to_dict()
+    t.update(train)
+    return measure.run_config(entry.model, t, seed=config.seed)
+
+
+def _shape(rc: ml_collections.ConfigDict) -> dict[str, int]:
+    t = rc.train
+    return {"batch_size": t.batch_size, "segment_len": t.segment_len,
+            "bptt_segments": t.bptt_segments, "window": measure.window_len(rc),
+            "remat": bool(t.remat), "scan_unroll": t.scan_unroll}
+
+
+def throughput(config: ml_collections.ConfigDict, log: Callable[[str], None]) -> dict[str, Any]:
+    timing = {"warmup": config.warmup, "repeats": config.repeats,
+              "steps_per_repeat": config.steps_per_repeat}
+    rows = []
+    for label, entry in config.entries.items():
+        rc = _entry_config(config, entry)
+        log(f"[bench] {label}: train step {_shape(rc)}")
+        result, model = measure.measure_train(rc, config.vocab_size, **timing)
+        row = {"label": label, "model": entry.model.name, **_shape(rc), **result}
+        if config.generate_tokens:
+            row["generation"] = measure.generation_latency(
+                model, segment_len=rc.train.segment_len, tokens=config.generate_tokens,
+                vocab_size=config.vocab_size, seed=config.seed)
+        row["peers"] = {}
+        for peer in config.peers:
+            log(f"[bench] {label}: peer {peer}")
+            measured = peers.run_peer(peer, rc, config.vocab_size,
+                                      threads=torch_threads(config), **timing)
+            if "tokens_per_sec" in measured:
+                measured["ratio"] = result["tokens_per_sec"] / measured["tokens_per_sec"]
+            row["peers"][peer] = measured
+        rows.append(row)
+        log(f"[bench] {label}: {result['tokens_per_sec']:.0f} tokens/s")
+    return {"rows": rows}
+
+
+def _slope(xs: list[float], ys: list[float]) -> float:
+    if len(xs) < 2:
+        return float("nan")
+    return float(np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)[0])
+
+
+def memory_vs_horizon(config: ml_collections.ConfigDict,
+                      log: Callable[[str], None]) -> dict[str, Any]:
+    rows, summary = [], []
+    for label, entry in config.entries.items():
+        per_remat = {}
+        for remat in config.remat:
+            ks, peaks = [], []
+            for k in config.horizon_segments:
+                rc = _entry_config(config, entry, bptt_segments=int(k), remat=bool(remat))
+                log(f"[bench] {label}: compile K={k} remat={remat}")
+                r = measure.compile_only(rc, config.vocab_size)
+                memory = r["memory"] or {}
+                rows.append({"label": label, "model": entry.model.name, **_shape(rc),
+                             "horizon": measure.window_len(rc), "peak_bytes": memory.get("peak"),
+                             "temp_bytes": memory.get("temp"), "carry_bytes": r["carry_bytes"],
+                             "param_bytes": r["param_bytes"], "params": r["params"],
+                             "compile_s": r["compile"]["total_s"]})
+                if memory.get("peak") is not None:
+                    ks.append(int(k))
+                    peaks.append(memory["peak"])
+            per_remat[bool(remat)] = {"segments": ks, "peaks": peaks,
+                                      "bytes_per_segment": _slope(ks, peaks)}
+        carry = rows[-1]["carry_bytes"]
+        item = {"label": label, "model": entry.model.name, "carry_bytes": carry,
+                "segment_len": entry.train.segment_len}
+        for remat, data in per_remat.items():
+            name = "remat" if remat else "no_remat"
+            item[f"{name}_bytes_per_segment"] = data["bytes_per_segment"]
+            if len(data["peaks"]) >= 2:
+                item[f"{name}_growth"] = data["peaks"][-1] / data["peaks"][0]
+            item[f"{name}_per_segment_over_carry"] = data["bytes_per_segment"] / max(carry, 1)
+        summary.append(item)
+    return {"rows": rows, "summary": summary}
+
+
+def _expand(patterns) -> list[str]:
+    paths: list[str] = []
+    for pattern in patterns:
+        found = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        paths.extend(p for p in found if not Path(p).name.startswith("_"))
+    return paths
+
+
+def compile_time(config: ml_collections.ConfigDict, log: Callable[[str], None]) -> dict[str, Any]:
+    by_k, unroll, run_configs = [], [], []
+    for label, entry in config.entries.items():
+        row = {"label": label, "model": entry.model.name, "compile_s": {}, "peak_bytes": {}}
+        for k in config.compile_segments:
+            rc = _entry_config(config, entry, bptt_segments=int(k))
+            log(f"[bench] {label}: compile K={k}")
+            r = measure.compile_only(rc, config.vocab_size)
+            row["compile_s"][int(k)] = r["compile"]["total_s"]
+            row["peak_bytes"][int(k)] = (r["memory"] or {}).get("peak")
+            row["params"] = r["params"]
+            row.update(batch_size=rc.train.batch_size, segment_len=rc.train.segment_len)
+        times = list(row["compile_s"].values())
+        row["max_over_min"] = max(times) / min(times)
+        by_k.append(row)
+    timing = {"warmup": config.warmup, "repeats": config.repeats,
+              "steps_per_repeat": config.steps_per_repeat}
+    for label, entry in config.entries.items():
+        if config.unroll_entries and label not in config.unroll_entries:
+            continue
+        for u in config.unrolls:
+            rc = _entry_config(config, entry, bptt_segments=int(config.unroll_segments),
+                               scan_unroll=int(u))
+            log(f"[bench] {label}: scan_unroll={u}")
+            if config.unroll_steps:
+                r, _ = measure.measure_train(rc, config.vocab_size, **timing)
+                item = {"compile_s": r["compile_s"], "tokens_per_sec": r["tokens_per_sec"]}
+            else:
+                r = measure.compile_only(rc, config.vocab_size)
+                item = {"compile_s": r["compile"]["total_s"]}
+            unroll.append({"label": label, "model": entry.model.name, "scan_unroll": int(u),
+                           "bptt_segments": int(config.unroll_segments), **item})
+    for path in _expand(config.run_configs):
+        rc = load_config_file(path)
+        log(f"[bench] {path}: compile on abstract inputs")
+        r = measure.compile_only(rc, config.vocab_size)
+        run_configs.append({
+            "config": path, "model": rc.model.name, "params": r["params"], **_shape(rc),
+            "compile_s": r["compile"]["total_s"], "lower_s": r["compile"]["lower_s"],
+            "peak_bytes": (r["memory"] or {}).get("peak"),
+            "within_budget": r["compile"]["total_s"] < config.compile_budget_s})
+    return {"by_segments": by_k, "unroll": unroll, "run_configs": run_configs}
+
+
+_KIND_FUNCTIONS = {"throughput": throughput, "memory_vs_horizon": memory_vs_horizon,
+                   "compile_time": compile_time}
+
+
+def run_bench(config: ml_collections.ConfigDict, out: str | Path | None = None, *,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run ``config``; with ``out``, write ``out/bench.md`` and ``out/bench.json``."""
+    if config.kind not in KINDS:
+        raise ConfigError(f"bench kind '{config.kind}' unknown; use one of {', '.join(KINDS)}")
+    if config.kind != "compile_time" and not config.entries:
+        raise ConfigError("the bench config has no entries")
+    unknown = [p for p in config.peers if p not in peers.PEERS]
+    if unknown:
+        raise ConfigError(f"unknown peer(s) {unknown}; known: {', '.join(peers.PEERS)}")
+    result = {"kind": config.kind, "config": config.to_dict(), "environment": environment(config)}
+    result.update(_KIND_FUNCTIONS[config.kind](config, log))
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+        (out / "bench.md").write_text(to_markdown(result))
+    return result
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple | set):
+        return list(value)
+    return str(value)

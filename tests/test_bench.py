@@ -1,0 +1,142 @@
+"""The bench: end to end on a tiny config, compile time against K, memory against the horizon.
+
+No assertion here is about time: timings are only checked to be measured (positive, finite).
+The memory assertions are about XLA's buffer assignment, which is deterministic.
+"""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import jax
+import pytest
+
+from recurrentlab.bench import bench_config, entry, measure, peers, run_bench
+from recurrentlab.cli import main
+from recurrentlab.config import load_config_file
+from recurrentlab.models import model_config
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "experiments" / "bench"
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def _tiny_lstm(**fields):
+    return model_config("lstm", embed_dim=16, hidden_dim=24, num_layers=2, tie_weights=False,
+                        dropout=0.0, dropouth=0.0, dropouti=0.0, dropoute=0.0, wdrop=0.0,
+                        **fields)
+
+
+def test_bench_cli_writes_markdown_and_json_with_the_expected_columns(tmp_path):
+    out = tmp_path / "bench"
+    wanted = ("torch",) if HAS_TORCH else ()
+    status = main(["bench", "--config", str(BENCH / "lstm_vs_torch.py") + ":tiny",
+                   "--out", str(out), f"--config.peers={wanted!r}",
+                   "--config.generate_tokens=2", "--config.warmup=1"])
+    assert status == 0
+    markdown = (out / "bench.md").read_text()
+    result = json.loads((out / "bench.json").read_text())
+
+    header = markdown.splitlines()[2]
+    for column in ("model", "params", "tokens/s", "compile s", "peak MiB", "gen ms/token"):
+        assert f"| {column} |" in header
+    assert "memory_analysis" in markdown  # the table says where peak memory comes from
+    (row,) = result["rows"]
+    assert row["model"] == "lstm" and row["window"] == 8 and row["batch_size"] == 4
+    for key in ("tokens_per_sec", "compile_s", "step_ms"):
+        assert row[key] > 0 and math.isfinite(row[key])
+    assert row["peak_source"] == "memory_analysis"
+    memory = row["memory_analysis"]
+    assert row["peak_bytes"] == memory["temp"] + memory["argument"] + memory["output"]
+    assert memory["argument"] >= 4 * row["params"]  # float32 params are step arguments
+    assert row["generation"]["ms_per_token"] > 0
+    assert result["environment"]["torch_threads"] == peers.jax_threads()
+
+    if HAS_TORCH:  # the peer column appears, with a ratio measured in the same run
+        assert "| torch tokens/s | ours ÷ torch |" in header
+        torch_row = row["peers"]["torch"]
+        assert torch_row["tokens_per_sec"] > 0
+        assert torch_row["ratio"] == pytest.approx(row["tokens_per_sec"]
+                                                   / torch_row["tokens_per_sec"])
+        assert torch_row["params"] == row["params"]  # the same network on both sides
+    else:
+        assert "torch" not in header
+
+
+def test_every_bench_config_loads_and_tiny_variants_are_tiny():
+    for path in sorted(BENCH.glob("*.py")):
+        if path.name == "kernels.py":
+            continue
+        config = load_config_file(path)
+        tiny = load_config_file(path, "tiny")
+        assert config.kind == tiny.kind
+        for e in tiny.entries.values():
+            assert e.train.batch_size * e.train.segment_len <= 64
+    models = load_config_file(BENCH / "models.py")
+    from recurrentlab.models import registered_models
+
+    assert sorted(models.entries) == registered_models()
+
+
+def test_peers_skip_cleanly_where_they_cannot_run():
+    config = measure.run_config(_tiny_lstm(), dict(batch_size=2, segment_len=4))
+    if jax.default_backend() != "gpu":
+        result = peers.run_peer("jax_rnn", config, 32, warmup=0, repeats=1, steps_per_repeat=1,
+                                threads=1)
+        assert "GPU" in result["skipped"]
+    dropped = model_config("lstm", embed_dim=8, hidden_dim=8, num_layers=1)  # AWD dropout on
+    assert "dropout" in peers.applies("torch", dropped)
+    assert "lstm" in peers.applies("flax", model_config("transformer"))
+    assert peers.applies("flax", _tiny_lstm()) is None
+
+
+def test_compile_time_is_measured_for_each_k():
+    config = bench_config("compile_time")
+    config.entries.lstm = entry(_tiny_lstm(), batch_size=2, segment_len=4)
+    config.compile_segments = (1, 2)
+    config.unrolls = ()
+    result = run_bench(config, log=lambda line: None)
+    (row,) = result["by_segments"]
+    assert set(row["compile_s"]) == {1, 2}
+    assert all(t > 0 and math.isfinite(t) for t in row["compile_s"].values())
+    assert row["max_over_min"] >= 1.0
+
+
+def test_abstract_inputs_allocate_nothing_for_an_enwik8_sized_model():
+    config = measure.run_config(
+        model_config("lstm", embed_dim=400, hidden_dim=1840, num_layers=3),
+        dict(batch_size=16, segment_len=1024))
+    _, _, (state, rest, carry, batch) = measure.abstract_train_inputs(config, 256)
+    leaves = jax.tree.leaves((state, rest, carry, batch))
+    assert leaves and all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
+    assert measure.count_params(state["params"]) > 40_000_000  # AWD-LSTM-sized, never built
+    assert batch["inputs"].shape == (16, 1024)
+
+
+def test_peak_memory_grows_with_k_without_remat_and_with_the_carry_with_remat():
+    """A real property of the compiled step (XLA buffer assignment), not a timing."""
+    config = load_config_file(BENCH / "memory_vs_horizon.py", "tiny")
+    config.horizon_segments = (1, 8)
+    result = run_bench(config, log=lambda line: None)
+    peak = {(r["remat"], r["bptt_segments"]): r["peak_bytes"] for r in result["rows"]}
+    carry = result["rows"][0]["carry_bytes"]
+    assert carry == 2 * 2 * 2 * 32 * 4  # 2 layers of (h, c), batch 2, 32 units, float32
+    extra = 8 - 1  # segments added
+    no_remat = peak[(False, 8)] - peak[(False, 1)]
+    remat = peak[(True, 8)] - peak[(True, 1)]
+    assert remat <= 4 * extra * carry  # with remat: bounded by a few carries per segment
+    assert no_remat >= 8 * max(remat, extra * carry)  # without: activations of every segment
+    (summary,) = result["summary"]
+    assert summary["no_remat_bytes_per_segment"] > summary["remat_bytes_per_segment"]
+
+
+@pytest.mark.accelerator
+def test_gpu_bench_runs_the_gpu_peers(tmp_path):
+    config = load_config_file(BENCH / "lstm_vs_torch.py", "tiny")
+    config.peers = ("jax_rnn", "torch") if HAS_TORCH else ("jax_rnn",)
+    config.generate_tokens = 2
+    result = run_bench(config, tmp_path, log=lambda line: None)
+    (row,) = result["rows"]
+    assert row["peers"]["jax_rnn"]["tokens_per_sec"] > 0
+    assert row["peak_source"] in ("peak_bytes_in_use", "memory_analysis")
