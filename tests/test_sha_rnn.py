@@ -423,3 +423,21 @@ def test_config_train_steps_reduce_loss(task, arg):
         params, opt_state = step(params, opt_state, jax.random.key(i))
     after = float(loss(params, False, None))
     assert np.isfinite(after) and after < before - 0.02
+
+
+@pytest.mark.slow
+def test_text_config_trains_through_the_trainer(tmp_path):
+    """The text config end to end (stateful windows, memory carried, eval over the split)."""
+    from recurrentlab.data.corpora import EMBEDDED_PATH
+    from recurrentlab.train.trainer import train_and_evaluate
+
+    config = load_config_file(ROOT / "experiments/text/sha_rnn.py", str(EMBEDDED_PATH))
+    config.model.update(d_model=16, d_ff=32, mem_len=24)
+    config.train.update(dict(batch_size=2, segment_len=8, bptt_segments=2, num_steps=3,
+                             warmup_steps=1, log_every=1, eval_every=0, checkpoint_every=3,
+                             progress_bar=False))
+    config.eval.update(dict(batch_size=2, segment_len=8, max_windows=2, final_splits=("valid",)))
+    config.mesh.data_axis = 1
+    summary = train_and_evaluate(config, tmp_path / "run")
+    final = summary["final"]["valid"]
+    assert np.isfinite(final["loss"]) and 0 < final["loss"] < 8
