@@ -1,0 +1,151 @@
+"""Two real processes with jax.distributed on loopback train one data-parallel run.
+
+Each process simulates 2 CPU devices, so the run spans 4 devices on 2 hosts; every process
+feeds only its own rows of the global batch. Process 0 alone writes metrics and the summary;
+both write the Orbax checkpoints. The losses must match a single-process run of the same
+config to ``RTOL = 1e-5`` (reduction order only), and so must a resume of the two-process run
+from its step-3 checkpoint.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_lm_config
+
+from recurrentlab.config import to_json
+from recurrentlab.errors import ConfigError
+from recurrentlab.train.distributed import distributed_arguments
+from recurrentlab.train.logging import read_metrics
+from recurrentlab.train.trainer import train_and_evaluate
+
+RTOL = 1e-5
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 240  # seconds for both processes together, start-up and compilation included
+
+WORKER = """
+import sys
+from recurrentlab.config import from_json
+from recurrentlab.train.trainer import train_and_evaluate
+config = from_json(open(sys.argv[1]).read())
+config.mesh.coordinator_address = sys.argv[2]
+config.mesh.num_processes = 2
+config.mesh.process_id = int(sys.argv[3])
+summary = train_and_evaluate(config, sys.argv[4])
+import jax
+print("process", jax.process_index(), "of", jax.process_count(), "devices", jax.device_count(),
+      "status", summary["status"], flush=True)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_two_processes(config_path: Path, workdir: Path) -> list[str]:
+    address = f"127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_"))}
+    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
+               PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1",
+               # the resume below reuses the first launch's compiled programs
+               JAX_COMPILATION_CACHE_DIR=str(ROOT / ".pytest_cache" / "jax"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(config_path), address, str(i),
+                               str(workdir)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = []
+    try:
+        for p in procs:
+            out, _ = p.communicate(timeout=TIMEOUT)
+            outputs.append(out)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for i, (p, out) in enumerate(zip(procs, outputs, strict=True)):
+        assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
+    return outputs
+
+
+def losses(workdir):
+    return {r["step"]: r["loss"] for r in read_metrics(workdir, "train")}
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    config = tiny_lm_config(num_steps=6, checkpoint_every=3)
+    config.mesh.data_axis = 1
+    workdir = tmp_path_factory.mktemp("single")
+    return config, workdir, train_and_evaluate(config, workdir)
+
+
+def test_two_processes_match_one(single, tmp_path):
+    config, single_dir, single_summary = single
+    config = tiny_lm_config(num_steps=6, checkpoint_every=3)
+    config.mesh.data_axis = 0  # every device of both processes
+    config_path = tmp_path / "config.json"
+    config_path.write_text(to_json(config))
+    workdir = tmp_path / "run"
+
+    outputs = run_two_processes(config_path, workdir)
+    for i, out in enumerate(outputs):
+        assert f"process {i} of 2 devices 4 status finished" in out, out[-2000:]
+
+    reference, distributed = losses(single_dir), losses(workdir)
+    assert sorted(distributed) == list(range(1, 7))
+    np.testing.assert_allclose([distributed[s] for s in range(1, 7)],
+                               [reference[s] for s in range(1, 7)], rtol=RTOL)
+    lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["kind"] == "train" for r in lines) == 6  # process 1 wrote nothing
+    summary = json.loads((workdir / "summary.json").read_text())
+    np.testing.assert_allclose(summary["final"]["valid"]["loss"],
+                               single_summary["final"]["valid"]["loss"], rtol=RTOL)
+    assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
+                  if p.name.isdigit()) == [3, 6]
+
+    # resume the two-process run from its step-3 checkpoint: it restores across hosts
+    shutil.rmtree(workdir / "checkpoints" / "6")
+    (workdir / "summary.json").unlink()
+    run_two_processes(config_path, workdir)
+    resumed = losses(workdir)
+    np.testing.assert_allclose([resumed[s] for s in (4, 5, 6)], [reference[s] for s in (4, 5, 6)],
+                               rtol=RTOL)
+    kinds = [json.loads(x)["kind"] for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert kinds.count("resume") == 1
+
+
+def test_distributed_arguments(monkeypatch):
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID", "SLURM_JOB_ID",
+                 "SLURM_NTASKS"):
+        monkeypatch.delenv(name, raising=False)
+    config = tiny_lm_config()
+    assert distributed_arguments(config.mesh) is None  # one process, nothing configured
+    config.mesh.coordinator_address = "10.0.0.1:1234"
+    with pytest.raises(ConfigError, match="needs mesh.num_processes"):
+        distributed_arguments(config.mesh)
+    config.mesh.num_processes, config.mesh.process_id = 2, 1
+    assert distributed_arguments(config.mesh) == {
+        "coordinator_address": "10.0.0.1:1234", "num_processes": 2, "process_id": 1}
+    config.mesh.process_id = 2
+    with pytest.raises(ConfigError, match="not in"):
+        distributed_arguments(config.mesh)
+    config.mesh.distributed = "off"
+    assert distributed_arguments(config.mesh) is None
+    config = tiny_lm_config()
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "host:9")
+    monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+    monkeypatch.setenv("JAX_PROCESS_ID", "3")
+    assert distributed_arguments(config.mesh) == {
+        "coordinator_address": "host:9", "num_processes": 4, "process_id": 3}
+    config.mesh.distributed = "sometimes"
+    with pytest.raises(ConfigError, match="mesh.distributed"):
+        distributed_arguments(config.mesh)
