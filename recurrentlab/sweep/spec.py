@@ -144,6 +144,7 @@ def run_names(runs: list[Overrides]) -> list[str]:
     keys: list[str] = []
     for run in runs:
         keys.extend(k for k in run if k not in keys)
+    keys.sort(key=lambda k: k == "seed")  # the seed last, whatever the order of the axes
     varying = [k for k in keys if len({repr(run.get(k, "<absent>")) for run in runs}) > 1]
     if not varying:  # one run (or duplicates, refused below): name it by all its overrides
         varying = keys

@@ -1,0 +1,87 @@
+"""Model sizes shared by the ablation sweeps in ``experiments/sweeps/``.
+
+``scaled_model(name, scale, segment_len=..., memory=...)`` returns ``config.model`` for one of
+the six models at one of two scales, so that every sweep compares the same models:
+
+* ``"cpu"``: tiny (about 10-40k parameters; width 32-64), no dropout, trains a few hundred
+  steps on a laptop CPU in a minute or two; for synthetic tasks with a small vocabulary.
+* ``"gpu"``: small-but-real (about 1-5M parameters; width 256), for one GPU.
+
+``memory`` is the model's memory knob, whatever its name: Transformer-XL and SHA-RNN
+``mem_len`` (states kept), RMT ``num_mem_tokens``, NTM ``memory_slots``; it is ignored by the
+LSTM and the Transformer, whose only state is the LSTM cell or nothing. ``memory_field(name)``
+says which field it is, for sweeps over memory size.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from recurrentlab.models import model_config
+
+MODELS = ("lstm", "sha_rnn", "transformer", "transformer_xl", "rmt", "ntm")
+
+MEMORY_FIELD = {"transformer_xl": "mem_len", "sha_rnn": "mem_len", "rmt": "num_mem_tokens",
+                "ntm": "memory_slots"}
+
+NO_DROPOUT = {
+    "lstm": dict(dropout=0.0, dropouth=0.0, dropouti=0.0, dropoute=0.0, wdrop=0.0),
+    "sha_rnn": dict(dropout_input=0.0, dropout_hidden=0.0, dropout_attn=0.0,
+                    dropout_attn_probs=0.0, dropout_output=0.0),
+    "transformer": dict(dropout=0.0, attn_dropout=0.0),
+    "transformer_xl": dict(dropout=0.0, attn_dropout=0.0),
+    "rmt": dict(dropout=0.0, attn_dropout=0.0),
+    "ntm": {},
+}
+
+SIZES = {
+    "cpu": {
+        "lstm": dict(embed_dim=32, hidden_dim=64, num_layers=2),
+        "sha_rnn": dict(d_model=32, d_ff=64, num_layers=2, attn_layers=(0,)),
+        "transformer": dict(d_model=32, num_heads=2, d_ff=64, num_layers=2),
+        "transformer_xl": dict(d_model=32, num_heads=2, d_ff=64, num_layers=2),
+        "rmt": dict(d_model=32, num_heads=2, d_ff=64, num_layers=2),
+        "ntm": dict(controller_size=64, embed_dim=16, memory_width=16, input_mode="embed"),
+    },
+    "gpu": {
+        "lstm": dict(embed_dim=256, hidden_dim=512, num_layers=3),
+        "sha_rnn": dict(d_model=256, d_ff=1024, num_layers=4, attn_layers=(-2,)),
+        "transformer": dict(d_model=256, num_heads=4, d_ff=1024, num_layers=4),
+        "transformer_xl": dict(d_model=256, num_heads=4, d_ff=1024, num_layers=4),
+        "rmt": dict(d_model=256, num_heads=4, d_ff=1024, num_layers=4),
+        "ntm": dict(controller_size=256, embed_dim=64, memory_width=32, input_mode="embed"),
+    },
+}
+
+
+def memory_field(name: str) -> str | None:
+    """The model field that sets its memory size (None for LSTM and Transformer)."""
+    return MEMORY_FIELD.get(name)
+
+
+def scaled_model(name: str, scale: str = "cpu", *, segment_len: int, memory: int | None = None,
+                 **fields) -> ml_collections.ConfigDict:
+    """``config.model`` for ``name`` at ``scale``; ``memory`` defaults to ``segment_len``
+    states (XL, SHA-RNN), 8 memory tokens (RMT) or 32 slots (NTM)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model '{name}'; use one of {', '.join(MODELS)}")
+    if scale not in SIZES:
+        raise ValueError(f"unknown scale '{scale}'; use cpu or gpu")
+    values = {**SIZES[scale][name], **NO_DROPOUT[name]}
+    default_memory = {"transformer_xl": segment_len, "sha_rnn": segment_len, "rmt": 8,
+                      "ntm": 32}
+    if name in MEMORY_FIELD:
+        values[MEMORY_FIELD[name]] = default_memory[name] if memory is None else memory
+    if name == "transformer":
+        values["max_len"] = segment_len  # learned positions for one segment
+    if name == "rmt":
+        values["backbone"] = "transformer_xl"  # the paper's backbone, without an XL cache
+        values["mem_len"] = 0
+    values.update(fields)
+    return model_config(name, **values)
+
+
+def split_arg(arg: str | None, default_model: str = "lstm") -> tuple[str, str]:
+    """``"lstm"`` -> ("lstm", "cpu"); ``"lstm,full"`` -> ("lstm", "gpu")."""
+    model, _, scale = (arg or default_model).partition(",")
+    return model, ("gpu" if scale in ("full", "gpu") else "cpu")
