@@ -388,6 +388,12 @@ def _feature_pad(n: int) -> int:
     return max(16, pl.next_power_of_2(n))
 
 
+def _default_block(width: int) -> int:
+    if jax.default_backend() == "tpu":
+        return 128
+    return 64 if width <= 128 else 32 if width <= 256 else 16
+
+
 def _seq_block(block: int, n: int) -> int:
     """The block actually used: ``block``, or less when the sequence is shorter."""
     if jax.default_backend() == "tpu":
@@ -404,16 +410,18 @@ def attention(
     scale: float | None = None,
     kv_start: Int[Array, " b"] | None = None,
     interpret: bool = False,
-    block_q: int = 64,
-    block_k: int = 64,
+    block_q: int | None = None,
+    block_k: int | None = None,
     num_warps: int | None = None,
     num_stages: int = 2,
 ) -> Float[Array, "b h t e"]:
     """Masked attention of ``q`` over ``k, v``; same contract as ``attention_reference``.
 
-    ``block_q`` / ``block_k`` are the query / key tile sizes (shrunk for short sequences);
-    ``num_warps`` / ``num_stages`` go to the Triton compiler on GPU. Differentiable in q, k, v
-    through a Pallas backward (``jax.custom_vjp``).
+    ``block_q`` / ``block_k`` are the query / key tile sizes (shrunk for short sequences;
+    default 64 for feature widths up to 128, 32 up to 256, 16 beyond, so the q tile and the
+    f32 accumulator of a wide single head, e.g. SHA-RNN's d = 1024, stay in registers /
+    shared memory; 128 on TPU); ``num_warps`` / ``num_stages`` go to the Triton compiler.
+    Differentiable in q, k, v through a Pallas backward (``jax.custom_vjp``).
     """
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
         raise ValueError(f"expected [b, h, t, d] arrays, got {q.shape}, {k.shape}, {v.shape}")
@@ -422,6 +430,9 @@ def attention(
     if k.shape != (b, h, lk, d) or v.shape[:3] != (b, h, lk):
         raise ValueError(f"q {q.shape}, k {k.shape}, v {v.shape} do not agree")
     scale = d**-0.5 if scale is None else float(scale)
+    default_block = _default_block(max(d, e))
+    block_q = block_q or default_block
+    block_k = block_k or default_block
     bq, bk = _seq_block(block_q, t), _seq_block(block_k, lk)
     tp, lp = _round_up(t, bq), _round_up(lk, bk)
     dp, ep = _feature_pad(d), _feature_pad(e)

@@ -68,8 +68,8 @@ def _compare(shape, spec, kv_start=None, scale=None, tol=2e-5, **blocks):
 CASES = {
     "causal_no_memory_multihead": ((2, 2, 20, 20, 8, 12), MaskSpec(), None, {}),
     "memory_prefix_offset": ((1, 1, 12, 41, 8, 8), MaskSpec(), None, {}),
-    "rmt_prefix_suffix": ((1, 2, 19, 19, 8, 4), MaskSpec(prefix=3, suffix=3), None, {}),
-    "rmt_with_cache": ((1, 1, 19, 30, 4, 8), MaskSpec(prefix=3, suffix=3), None, {}),
+    "rmt_prefix_suffix_with_cache": ((1, 2, 19, 30, 4, 8), MaskSpec(prefix=3, suffix=3), None,
+                                     {}),
     "kv_start_prefix": ((2, 1, 10, 25, 4, 4), MaskSpec(prefix=2), [4, 17], {}),
     "non_causal_kv_start": ((2, 1, 7, 13, 8, 4), MaskSpec(causal=False), [0, 5], {}),
     "one_key": ((2, 1, 1, 1, 4, 4), MaskSpec(), None, {}),

@@ -79,8 +79,8 @@ def _compare(shape, tol=2e-5, zero_memory=False, **kernel_args):
 
 # (b, n, m, hr, hw, s), kernel arguments
 CASES = {
-    "two_read_heads_padded_slots": ((2, 6, 4, 2, 1, 3), dict(pad_slots_to=16)),
-    "two_write_heads_batch_blocks": ((5, 6, 3, 1, 2, 5), dict(block_b=2)),
+    # two heads of each kind (write order matters), wide shift, padded slots, batch blocks
+    "multi_head_padded_blocks": ((3, 6, 4, 2, 2, 5), dict(pad_slots_to=8, block_b=2)),
     "one_slot_memory": ((2, 1, 3, 1, 1, 3), {}),
 }
 
