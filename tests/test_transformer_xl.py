@@ -198,6 +198,30 @@ def test_configs():
         validate(config)
         assert config.model.mem_len == mem and config.train.segment_len == 128
     paper = load_config_file(experiments / "enwik8/transformer_xl.py", "paper")
-    assert paper.eval.model_overrides.mem_len == 896
+    assert paper.eval.model_overrides.to_dict() == dict(mem_len=2100, clamp_len=820,
+                                                         same_length=True)
     for task in ("copy-6", "reverse-4-mem20", "associative_retrieval"):
         validate(load_config_file(experiments / "synthetic/transformer_xl.py", task))
+
+
+def test_same_length_sees_exactly_mem_len_positions():
+    """One layer: the output at position p depends on positions p-M+1..p only."""
+    mem = 5
+    model = tiny(num_layers=1, mem_len=mem, same_length=True)
+    x = tokens(9, (2, 12))
+    p = 10  # query position, in the third 4-token segment
+    base, _ = run_segments(model, x, 4)
+    outside = x.at[:, p - mem].set((x[:, p - mem] + 1) % VOCAB)
+    inside = x.at[:, p - mem + 1].set((x[:, p - mem + 1] + 1) % VOCAB)
+    out_logits, _ = run_segments(model, outside, 4)
+    in_logits, _ = run_segments(model, inside, 4)
+    np.testing.assert_allclose(np.asarray(out_logits[:, p]), np.asarray(base[:, p]), atol=1e-6)
+    assert not np.allclose(in_logits[:, p], base[:, p], atol=1e-5)
+    # Without same_length the same query also sees position p - M (it is still cached).
+    free = tiny(num_layers=1, mem_len=mem)
+    b2, _ = run_segments(free, x, 4)
+    o2, _ = run_segments(free, outside, 4)
+    assert not np.allclose(o2[:, p], b2[:, p], atol=1e-5)
+    # While [cache; segment] holds at most mem_len keys, every query sees all of its past,
+    # as in the reference (no extra mask when klen <= mem_len).
+    np.testing.assert_allclose(np.asarray(b2[:, :4]), np.asarray(base[:, :4]), atol=1e-6)

@@ -32,13 +32,18 @@ Shape legend: b batch, s segment length, M mem_len, d d_model, h heads, v vocabu
 
 Carry: ``XLCarry(cache=(Float[b, M, d],) * num_layers, length=Int[b])``.
 
+``same_length`` (the reference's evaluation option): every query sees exactly ``mem_len`` keys,
+itself included, i.e. key positions (p - mem_len, p] for a query at position p; in the fixed
+[cache; segment] layout used here that is simply key index j > query index i, and it is the
+reference's ``triu + tril`` mask also while the cache is still filling (derived in
+``TransformerXL.core``; tested by its receptive field).
+
 Parameters do not depend on ``mem_len``: evaluate with a longer memory by building the model
 with a larger ``mem_len`` (``config.eval.model_overrides.mem_len``) and the same parameters.
 
 Deviations, documented:
-- ``same_length``, adaptive softmax/embedding, ``ext_len`` and sampled softmax are not
-  implemented (byte-level runs in the papers use none of them except ``same_length`` at
-  evaluation in some scripts).
+- Adaptive softmax/embedding, ``ext_len`` and sampled softmax are not implemented (the
+  byte-level runs use none of them).
 - LayerNorm scales start at 1 (the reference's train.py draws them from N(1, 0.02));
   weights, embeddings, u and v_r are N(0, 0.02) as in the reference; biases zero.
 - The reference caches n_layer + 1 hidden states (the last one unused); we keep n_layer.
@@ -186,6 +191,7 @@ class TransformerXL(SequenceModel):
         c.attn_dropout = 0.0  # dropatt: dropout on attention probabilities
         c.mem_len = 128  # cached positions per layer (parameters do not depend on it)
         c.clamp_len = 0  # relative distances beyond clamp_len use clamp_len; 0 = no clamp
+        c.same_length = False  # every query sees exactly mem_len keys (reference eval option)
         c.tie_weights = True  # output projection = embedding transposed (plus a bias)
         c.impl = "auto"  # kept for a uniform interface; XL attention runs the jnp reference
         return c
@@ -204,6 +210,7 @@ class TransformerXL(SequenceModel):
         attn_dropout: float = 0.0,
         mem_len: int = 128,
         clamp_len: int = 0,
+        same_length: bool = False,
         tie_weights: bool = True,
         impl: str = "auto",
     ):
@@ -214,11 +221,13 @@ class TransformerXL(SequenceModel):
             raise ConfigError(f"d_model {d_model} must be even for the sinusoid table")
         if mem_len < 0 or clamp_len < 0:
             raise ConfigError("mem_len and clamp_len must be >= 0")
+        if same_length and mem_len == 0:
+            raise ConfigError("same_length needs mem_len > 0 (each query sees mem_len keys)")
         self.vocab_size = vocab_size
         self.num_layers, self.d_model, self.num_heads, self.d_head = (
             num_layers, d_model, num_heads, d_head)
         self.dropout, self.attn_dropout = dropout, attn_dropout
-        self.mem_len, self.clamp_len = mem_len, clamp_len
+        self.mem_len, self.clamp_len, self.same_length = mem_len, clamp_len, same_length
         self.tie_weights, self.impl = tie_weights, impl
         self.embed = nnx.Embed(vocab_size, d_model, embedding_init=normal_init, rngs=rngs)
         self.u = nnx.Param(normal_init(rngs.params(), (num_heads, d_head)))  # r_w_bias
@@ -268,6 +277,14 @@ class TransformerXL(SequenceModel):
         extra = None
         if cache_visible_rows is not None and m > 0:
             extra = cache_visible_rows[:, None] | (jnp.arange(l) >= m)[None, :]
+        if self.same_length:
+            # Reference: masked = triu(1 + mlen) + tril(-shift), shift = qlen - (klen - mem_len)
+            # (or qlen when klen <= mem_len), with klen = mlen + qlen its own cache length mlen.
+            # Visible: j_ref > i + mlen - mem_len. Our cache is front-padded to mem_len rows,
+            # j = j_ref + mem_len - mlen, so the condition is j > i, the padding being masked
+            # by kv_start; when klen <= mem_len no valid key has j <= i, as in the reference.
+            window = jnp.arange(l)[None, :] > jnp.arange(t)[:, None]
+            extra = window if extra is None else extra & window
         inputs = []
         for layer, cache in zip(self.layers, carry.cache, strict=True):
             inputs.append(h)
