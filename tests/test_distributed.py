@@ -149,3 +149,21 @@ def test_distributed_arguments(monkeypatch):
     config.mesh.distributed = "sometimes"
     with pytest.raises(ConfigError, match="mesh.distributed"):
         distributed_arguments(config.mesh)
+
+
+def test_slurm_detection(monkeypatch):
+    """An srun step of several tasks starts jax.distributed (jax reads SLURM_* itself); the
+    batch script holding the same allocation does not."""
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    slurm = dict(SLURM_JOB_ID="42", SLURM_STEP_NODELIST="node[001-002]", SLURM_NTASKS="8",
+                 SLURM_PROCID="3", SLURM_LOCALID="3")
+    for name, value in slurm.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SLURM_STEP_NUM_TASKS", raising=False)
+    config = tiny_lm_config()
+    assert distributed_arguments(config.mesh) is None
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")
+    assert distributed_arguments(config.mesh) == {}
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "1")
+    assert distributed_arguments(config.mesh) is None

@@ -13,11 +13,13 @@ trajectory up to the order of floating-point reductions.
 Hosts. ``jax.distributed.initialize`` runs before anything touches a device when a
 coordinator is configured (``mesh.coordinator_address`` / ``mesh.num_processes`` /
 ``mesh.process_id``, or the ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` /
-``JAX_PROCESS_ID`` environment), or detected: a Slurm step with more than one task, or a
-Cloud TPU VM (then jax finds the coordinator and ranks itself). Every process computes the
-same global window (a pure function of the step, cheap next to the model) and hands jax only
-the rows its own devices hold (``jax.make_array_from_process_local_data``); replicated
-arrays are assembled from identical host copies (``jax.make_array_from_callback``).
+``JAX_PROCESS_ID`` environment), or detected: an ``srun`` step with more than one task, or
+a Cloud TPU VM that is one of several workers (then jax finds the coordinator and ranks
+itself); ``mesh.distributed="on"`` forces it (jax auto-detects the rest), ``"off"`` stops
+it. Every process computes the same global window (a pure function of the step, cheap next
+to the model) and hands jax only the rows its own devices hold
+(``jax.make_array_from_process_local_data``); replicated arrays are assembled from identical
+host copies (``jax.make_array_from_callback``).
 Metrics, TensorBoard and ``summary.json`` come from process 0; Orbax checkpoints are written
 by all processes together and restore onto any device count (the template's shardings
 decide where restored arrays go).
@@ -56,18 +58,33 @@ class Preempted(RecurrentLabError):
 
 
 def _slurm_multi_task() -> bool:
+    """Inside an ``srun`` step of several tasks (not a batch script that merely holds them)."""
     needed = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
-              "SLURM_LOCALID")
-    return all(k in os.environ for k in needed) and int(os.environ["SLURM_NTASKS"]) > 1
+              "SLURM_LOCALID", "SLURM_STEP_NUM_TASKS")
+    return all(k in os.environ for k in needed) and int(os.environ["SLURM_STEP_NUM_TASKS"]) > 1
 
 
-def _cloud_tpu_vm() -> bool:
-    try:  # jax's own test; private, so a missing attribute means "no"
-        from jax._src.clusters import cloud_tpu_cluster
+def _cloud_tpu_multi_host() -> bool:
+    """A Cloud TPU VM that is one worker of several (a pod slice or several slices).
 
-        return bool(getattr(cloud_tpu_cluster, "running_in_cloud_tpu_vm", False))
-    except ImportError:
+    A single-host TPU VM runs as one process: starting jax.distributed there would only bind
+    a fixed coordinator port and keep two runs from sharing the VM.
+    """
+    try:  # jax's own detection; private, so anything missing means "no"
+        from jax._src.clusters import cloud_tpu_cluster as tpu
+
+        if not getattr(tpu, "running_in_cloud_tpu_vm", False):
+            return False
+        if os.environ.get("MEGASCALE_COORDINATOR_ADDRESS"):
+            return True
+        for name in ("TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES"):
+            if "," in os.environ.get(name, ""):
+                return True
+        if tpu.GceTpuCluster.is_env_present():
+            return len(tpu.GceTpuCluster._get_worker_list_in_slice()) > 1
+    except Exception:
         return False
+    return False
 
 
 def distributed_arguments(mesh: ml_collections.ConfigDict) -> dict[str, Any] | None:
@@ -93,7 +110,7 @@ def distributed_arguments(mesh: ml_collections.ConfigDict) -> dict[str, Any] | N
         if not 0 <= pid < num:
             raise ConfigError(f"mesh.process_id={pid} is not in [0, {num})")
         return {"coordinator_address": address, "num_processes": num, "process_id": pid}
-    if mode == "on" or _slurm_multi_task() or _cloud_tpu_vm():
+    if mode == "on" or _slurm_multi_task() or _cloud_tpu_multi_host():
         return {}  # jax auto-detects Slurm, Open MPI and Cloud TPU
     return None
 
