@@ -294,7 +294,7 @@ def _forward(st: _Static, q, k, v, kvalid):
             pl.BlockSpec((None, st.block_q), lambda b, i: (b, i)),
         ],
         out_shape=[
-            jax.ShapeDtypeStruct((bh, tp, e), q.dtype),
+            jax.ShapeDtypeStruct((bh, tp, e), v.dtype),
             jax.ShapeDtypeStruct((bh, tp), jnp.float32),
         ],
         compiler_params=_compiler_params(st),

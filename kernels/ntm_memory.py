@@ -235,9 +235,11 @@ def memory_step(
 ]:
     """One fused NTM memory step; same contract as ``ops.ntm_memory.memory_step``.
 
-    Returns ``(new_memory, read_w, write_w, reads)`` in float32. ``block_b`` is the batch block
-    per program (default: 8, or enough for 16 dot rows on GPU); ``pad_slots_to`` lays the n
-    slots out padded to that many (default: a power of two on GPU, n elsewhere).
+    Returns ``(new_memory, read_w, write_w, reads)``, computed in float32 and returned in the
+    dtypes of ``memory`` / ``prev_read_w`` / ``prev_write_w`` (so a scan carry keeps its
+    type). ``block_b`` is the batch block per program (default: 8, or enough for 16 dot rows
+    on GPU); ``pad_slots_to`` lays the n slots out padded to that many (default: a power of
+    two on GPU, n elsewhere).
     Differentiable in every input through the fused backward kernel.
     """
     rh, wh = read_heads, write_heads
@@ -278,9 +280,9 @@ def memory_step(
         pad(wh.add, b_pad, hw, m_pad),
     )
     new_memory, w, reads = _fused(st, *inputs)
-    return (
-        new_memory[:b, :n, :m],
-        w[:b, :hr, :n],
-        w[:b, hr:, :n],
-        reads[:b, :hr, :m],
+    return (  # computed in float32, returned in the carry's dtypes
+        new_memory[:b, :n, :m].astype(memory.dtype),
+        w[:b, :hr, :n].astype(prev_read_w.dtype),
+        w[:b, hr:, :n].astype(prev_write_w.dtype),
+        reads[:b, :hr, :m].astype(memory.dtype),
     )
