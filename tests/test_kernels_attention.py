@@ -18,6 +18,9 @@ from recurrentlab.kernels import memory_attention as ma
 
 from recurrentlab.ops.attention import MaskSpec, attention, attention_mask, attention_reference
 
+# Belt and braces beside the conftest hook: compiled Pallas needs a GPU or TPU.
+ON_ACCELERATOR = pytest.mark.skipif(jax.default_backend() == "cpu", reason="needs a GPU or TPU")
+
 
 def _inputs(b, h, t, lk, d, e, seed=0, dtype=jnp.float32):
     ks = jax.random.split(jax.random.key(seed), 4)
@@ -99,6 +102,20 @@ def test_rows_without_visible_keys_are_zero_with_zero_gradient():
         np.testing.assert_array_equal(np.asarray(g[1]), 0.0)
 
 
+def test_bfloat16_inputs():
+    """bf16 q, k, v (f32 accumulation inside): output in v's dtype, close to the reference."""
+    q, k, v, w = (x.astype(jnp.bfloat16) for x in _inputs(2, 1, 9, 21, 8, 8))
+    spec = MaskSpec(prefix=2)
+    ker = functools.partial(ma.attention, spec=spec, interpret=True, block_q=16, block_k=16)
+    ref = functools.partial(attention_reference, spec=spec)
+    out_ker, g_ker = jax.jit(functools.partial(_value_and_grads, ker))(q, k, v, w)
+    out_ref, g_ref = jax.jit(functools.partial(_value_and_grads, ref))(q, k, v, w)
+    assert out_ker.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in g_ker)
+    _check(out_ker.astype(jnp.float32), out_ref.astype(jnp.float32), 3e-2)
+    for gk, gr in zip(g_ker, g_ref, strict=True):
+        _check(gk.astype(jnp.float32), gr.astype(jnp.float32), 5e-2)
+
+
 def test_dispatch_through_ops_attention():
     q, k, v, _ = _inputs(1, 1, 6, 14, 4, 4)
     spec = MaskSpec(prefix=2)
@@ -110,6 +127,7 @@ def test_dispatch_through_ops_attention():
 
 
 @pytest.mark.accelerator
+@ON_ACCELERATOR
 @pytest.mark.parametrize(
     "shape,spec",
     [
@@ -132,6 +150,7 @@ def test_compiled_kernel_full_size(shape, spec):
 
 
 @pytest.mark.accelerator
+@ON_ACCELERATOR
 def test_compiled_kernel_bfloat16():
     q, k, v, w = _inputs(2, 4, 256, 768, 64, 64, dtype=jnp.bfloat16)
     out_ref = attention_reference(q, k, v)

@@ -19,6 +19,9 @@ from recurrentlab.kernels import ntm_memory as kn
 
 from recurrentlab.ops import ntm_memory as nm
 
+# Belt and braces beside the conftest hook: compiled Pallas needs a GPU or TPU.
+ON_ACCELERATOR = pytest.mark.skipif(jax.default_backend() == "cpu", reason="needs a GPU or TPU")
+
 
 def _heads(key, b, h, m, s, write):
     ks = jax.random.split(key, 7)
@@ -126,6 +129,7 @@ def test_inside_scan_with_gradients_and_dispatch():
 
 
 @pytest.mark.accelerator
+@ON_ACCELERATOR
 @pytest.mark.parametrize("shape", [(32, 128, 20, 1, 1, 3), (32, 1024, 64, 1, 1, 3),
                                    (16, 128, 20, 4, 2, 3)])
 def test_compiled_kernel_full_size(shape):
