@@ -3,16 +3,18 @@
 Each process simulates 2 CPU devices, so the run spans 4 devices on 2 hosts; every process
 feeds only its own rows of the global batch. Process 0 alone writes metrics and the summary;
 both write the Orbax checkpoints. The losses must match a single-process run of the same
-config to ``RTOL = 1e-5`` (reduction order only), and so must a resume of the two-process run
-from its step-3 checkpoint.
+config to ``RTOL = 1e-5`` (reduction order only). SIGTERM to one of them stops both after the
+same step with a checkpoint, which two processes restore to finish the run.
 """
 
 import json
 import os
-import shutil
+import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +34,17 @@ TIMEOUT = 240  # seconds for both processes together, start-up and compilation i
 WORKER = """
 import sys
 from recurrentlab.config import from_json
+from recurrentlab.train.distributed import Preempted
 from recurrentlab.train.trainer import train_and_evaluate
 config = from_json(open(sys.argv[1]).read())
 config.mesh.coordinator_address = sys.argv[2]
 config.mesh.num_processes = 2
 config.mesh.process_id = int(sys.argv[3])
-summary = train_and_evaluate(config, sys.argv[4])
+try:
+    summary = train_and_evaluate(config, sys.argv[4])
+except Preempted as stop:
+    print("preempted:", stop, flush=True)
+    sys.exit(2)
 import jax
 print("process", jax.process_index(), "of", jax.process_count(), "devices", jax.device_count(),
       "status", summary["status"], flush=True)
@@ -50,17 +57,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_two_processes(config_path: Path, workdir: Path) -> list[str]:
+def start_two_processes(config_path: Path, workdir: Path) -> list[subprocess.Popen]:
     address = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "SLURM_"))}
     env.update(XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu",
                PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1",
-               # the resume below reuses the first launch's compiled programs
+               # later launches reuse the first launch's compiled programs
                JAX_COMPILATION_CACHE_DIR=str(ROOT / ".pytest_cache" / "jax"),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(config_path), address, str(i),
-                               str(workdir)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    return [subprocess.Popen([sys.executable, "-c", WORKER, str(config_path), address, str(i),
+                              str(workdir)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for i in range(2)]
+
+
+def finish(procs: list[subprocess.Popen], expect: int = 0) -> list[str]:
     outputs = []
     try:
         for p in procs:
@@ -72,8 +82,17 @@ def run_two_processes(config_path: Path, workdir: Path) -> list[str]:
                 p.kill()
                 p.wait()
     for i, (p, out) in enumerate(zip(procs, outputs, strict=True)):
-        assert p.returncode == 0, f"process {i} failed:\n{out[-3000:]}"
+        assert p.returncode == expect, f"process {i} exited {p.returncode}:\n{out[-3000:]}"
     return outputs
+
+
+def run_two_processes(config_path: Path, workdir: Path) -> list[str]:
+    return finish(start_two_processes(config_path, workdir))
+
+
+def write_config(config, path: Path) -> Path:
+    path.write_text(to_json(config))
+    return path
 
 
 def losses(workdir):
@@ -89,14 +108,12 @@ def single(tmp_path_factory):
 
 
 def test_two_processes_match_one(single, tmp_path):
-    config, single_dir, single_summary = single
+    _, single_dir, single_summary = single
     config = tiny_lm_config(num_steps=6, checkpoint_every=3)
     config.mesh.data_axis = 0  # every device of both processes
-    config_path = tmp_path / "config.json"
-    config_path.write_text(to_json(config))
     workdir = tmp_path / "run"
 
-    outputs = run_two_processes(config_path, workdir)
+    outputs = run_two_processes(write_config(config, tmp_path / "config.json"), workdir)
     for i, out in enumerate(outputs):
         assert f"process {i} of 2 devices 4 status finished" in out, out[-2000:]
 
@@ -112,13 +129,37 @@ def test_two_processes_match_one(single, tmp_path):
     assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir()
                   if p.name.isdigit()) == [3, 6]
 
-    # resume the two-process run from its step-3 checkpoint: it restores across hosts
-    shutil.rmtree(workdir / "checkpoints" / "6")
-    (workdir / "summary.json").unlink()
-    run_two_processes(config_path, workdir)
-    resumed = losses(workdir)
-    np.testing.assert_allclose([resumed[s] for s in (4, 5, 6)], [reference[s] for s in (4, 5, 6)],
-                               rtol=RTOL)
+
+def test_sigterm_to_one_process_stops_both_after_the_same_step(tmp_path):
+    """Only process 1 gets SIGTERM; both agree on the step, checkpoint it together and stop;
+    two processes then restore that checkpoint across hosts and finish the run."""
+    steps = 200
+    config = tiny_lm_config(num_steps=steps, checkpoint_every=steps, log_every=1)
+    config.mesh.data_axis = 0
+    config.eval.max_windows = 1
+    config_path = write_config(config, tmp_path / "config.json")
+    workdir = tmp_path / "run"
+    procs = start_two_processes(config_path, workdir)
+    deadline = time.monotonic() + TIMEOUT
+    while not read_metrics(workdir, "train"):
+        assert all(p.poll() is None for p in procs), finish(procs)
+        assert time.monotonic() < deadline, "no step logged in time"
+        time.sleep(0.02)
+    procs[1].send_signal(signal.SIGTERM)
+    outputs = finish(procs, expect=2)
+    stopped = {int(re.search(r"after step (\d+);", out).group(1)) for out in outputs}
+    assert len(stopped) == 1, outputs  # the same step on both processes
+    step = stopped.pop()
+    assert 1 <= step < steps
+    assert "re-run the same command to resume" in outputs[0]
+    assert max(r["step"] for r in read_metrics(workdir, "train")) == step
+    assert not (workdir / "summary.json").exists()
+
+    outputs = run_two_processes(config_path, workdir)  # resume to the end
+    assert "status finished" in outputs[0]
+    records = read_metrics(workdir, "train")
+    assert [r["step"] for r in records] == list(range(1, steps + 1))
+    assert all(np.isfinite(r["loss"]) for r in records)
     kinds = [json.loads(x)["kind"] for x in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert kinds.count("resume") == 1
 
