@@ -7,16 +7,13 @@ from pathlib import Path
 import pytest
 
 from recurrentlab.errors import ConfigError
-from recurrentlab.sweep.runner import read_manifest, run_sweep
+from recurrentlab.sweep.runner import last_error_line, read_manifest, run_sweep
+from recurrentlab.sweep.spec import RunSpec
 from recurrentlab.train.logging import read_metrics
 
 submitit = pytest.importorskip("submitit")
 
-from recurrentlab.sweep.launchers_cluster import (  # noqa: E402
-    SubmititLauncher,
-    TrainCommand,
-    parse_parameters,
-)
+from recurrentlab.sweep.launchers_cluster import SubmititLauncher, parse_parameters  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,14 +93,18 @@ def test_submitit_sweep_equals_local_sweep(tmp_path, child_env):
 
 
 def test_failing_job_reports_its_exit_status(tmp_path, child_env):
-    """A run that fails in the job comes back as a non-zero status, its error in its log."""
+    """A run that fails in its job comes back from wait() with the CLI's exit status (2 for a
+    config error), its error line in the run's log."""
     launcher = SubmititLauncher(parallel=1, cluster="local", poll_seconds=0.2)
-    executor = launcher._executor(tmp_path / "submitit")
-    log = tmp_path / "bad.log"
-    job = executor.submit(TrainCommand(["train", "--config", str(tmp_path / "missing.py"),
-                                        "--workdir", str(tmp_path / "w")], str(log)))
-    assert job.result() == 2
-    assert "error: config file" in log.read_text()
+    run = RunSpec(name="bad", config_file=str(tmp_path / "missing.py"), config_arg=None,
+                  overrides={"train.lr": 0.1}, workdir=tmp_path / "bad",
+                  log_path=tmp_path / "logs" / "bad.log")
+    job = launcher.submit(run)
+    assert isinstance(job.job, submitit.local.local.LocalJob)
+    ended = launcher.wait([job], timeout=120)
+    assert [(j.run.name, code) for j, code in ended] == [("bad", 2)]
+    assert last_error_line(run.log_path).startswith("error: config file")
+    assert "--config.train.lr=0.1" in run.log_path.read_text()
 
 
 def test_parameters_and_cluster_choice(monkeypatch):
