@@ -272,6 +272,15 @@ def test_attention_path_against_python_loop():
     assert not np.allclose(dropped, expected, atol=1e-4)
 
 
+def test_kernel_path_matches_reference_path():
+    """The model through the Pallas attention kernel (interpret mode) equals the jnp path."""
+    x = tokens(2, 12, seed=3)
+    ref, ref_carry = run_segments(tiny(), x, [6, 6])
+    out, carry = run_segments(tiny(impl="interpret"), x, [6, 6])
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(carry.memory[0], ref_carry.memory[0], rtol=1e-5, atol=1e-5)
+
+
 def test_lstm_matches_torch_lstm():
     """PyTorch's nn.LSTM (the authors' layer) with our weights gives our states."""
     model = tiny()
@@ -391,7 +400,8 @@ CONFIGS = [("enwik8", None), ("enwik8", "head_per_layer"), ("text", None),
 @pytest.mark.parametrize("task,arg", CONFIGS)
 def test_config_train_steps_reduce_loss(task, arg):
     """A few optimiser steps with each config's own optimiser on a repeated batch (tiny
-    widths, the config's depth, attention layout, dropouts, clipping)."""
+    widths, the config's depth, attention layout, dropouts, clipping), segments rematerialised
+    in the backward pass as ``train.remat`` does."""
     from recurrentlab.train.optim import make_optimizer
     from recurrentlab.train.step import window_loss
 
@@ -410,7 +420,8 @@ def test_config_train_steps_reduce_loss(task, arg):
 
     def loss(params, train, key):
         m = nnx.merge(graphdef, params)
-        return window_loss(m, carry, batch, segment_len=seg, train=train, key=key)[0]
+        return window_loss(m, carry, batch, segment_len=seg, train=train, key=key,
+                           remat=train)[0]
 
     @jax.jit
     def step(params, opt_state, key):
