@@ -30,8 +30,8 @@ over the newest ``m - s`` of them plus itself (causally), so its last query sees
 keys; query ``i`` (absolute position p, segment start p0) sees keys ``j`` with
 ``p0 - (m - s) <= j <= p``. With one token per call that is a sliding window of ``m`` keys.
 Memory slots not filled yet (stream start, after a reset) are masked through ``kv_start``;
-``mem_count`` (Int[b]) says how many slots hold states. ``s > m`` (the authors' slicing breaks
-there) attends within the segment only and keeps its last ``m`` states; ``m = 0`` means no
+``mem_count`` (Int[b]) says how many slots hold states. ``s > m`` (outside what the authors'
+slicing handles) attends within the segment only and keeps its last ``m`` states; ``m = 0`` means no
 memory across calls. In the paper ``m = 5000``, ``s = 1024``.
 
 Carry (``SHARNNCarry``): ``lstm`` per block ``LSTMState(h, c)`` Float[b, d] each; ``memory`` per
