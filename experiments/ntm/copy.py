@@ -26,7 +26,16 @@ Expected result: at the training lengths, "converged" is < 0.1 mean bit errors p
 (Collier & Beel's criterion); they report constant-initialised NTMs converge within the
 31,250-step budget, about 2x faster than learned or random memory init. Lengths 40..120 are
 expected to degrade with length (Collier's own model copies ~36 of 40 steps correctly).
-Steps-to-converge and runtime here are not measured yet.
+The full run is not measured here yet: about 0.45 s per step on a busy 2-core CPU (~4 h).
+
+``get_config("small")`` -- a measured check of the same recipe on a smaller problem::
+
+    recurrentlab train --config experiments/ntm/copy.py:small --workdir runs/ntm_copy_small
+
+trains on lengths 1..5 with 32 memory slots for 3,000 steps and evaluates on lengths 6..10.
+Measured (seed 0, 2 busy CPU cores, ~18 min): train accuracy 1.0 from step ~1,500; held-out
+lengths 6..10 at step 3,000: 0.031 mean bit errors per sequence, 96.9% of 128 sequences
+copied exactly, 0.16 bits per answer token (step 2,500: 0.039 bit errors).
 """
 
 from recurrentlab.config import base_config
@@ -35,7 +44,9 @@ from recurrentlab.models import model_config
 
 
 def get_config(arg: str | None = None):
-    del arg
+    if arg not in (None, "", "small"):
+        raise ValueError(f"config arg '{arg}' unknown; use nothing (the paper's setup) or 'small'")
+    small = arg == "small"  # lengths 1..5, 32 slots, 3,000 steps, evaluated on lengths 6..10
     c = base_config()
     c.seed = 0  # parameters and episodes
     c.data = data_config(
@@ -43,10 +54,11 @@ def get_config(arg: str | None = None):
         task="copy",  # x_1..x_L <sep> [x_1..x_L]
         mode="episodic",  # one episode per row, a fresh carry per window
         bits=8,  # 8-bit vectors (256 symbols)
-        min_len=1,  # L uniform in 1..20
-        max_len=20,
-        eval_windows=20,  # 20 x 32 = 640 held-out episodes
-        eval_overrides=dict(min_len=40, max_len=120),  # length generalisation
+        min_len=1,  # L uniform in 1..20 (small: 1..5)
+        max_len=5 if small else 20,
+        eval_windows=4 if small else 20,  # 20 x 32 = 640 held-out episodes (small: 128)
+        eval_overrides=dict(min_len=6, max_len=10) if small  # length generalisation
+        else dict(min_len=40, max_len=120),
     )
     dataset = build_dataset(c.data, seed=0)
     window = dataset.max_episode_len("train") - 1  # inputs of the longest train episode
@@ -55,7 +67,7 @@ def get_config(arg: str | None = None):
     c.model = model_config(
         "ntm",
         controller_size=100,  # LSTM units
-        memory_slots=128,  # N
+        memory_slots=32 if small else 128,  # N
         memory_width=20,  # M
         num_read_heads=1,  # one read head
         num_write_heads=1,  # one write head
@@ -71,12 +83,12 @@ def get_config(arg: str | None = None):
     t.segment_len = window  # the whole episode in one model call
     t.bptt_segments = 1  # one segment per window
     t.carry_across_windows = False  # episodic: fresh memory for every sequence
-    t.num_steps = 31_250  # Collier's num_train_steps
+    t.num_steps = 3000 if small else 31_250  # Collier's num_train_steps
     t.optimizer = "adam"  # Collier's default optimiser
     t.lr = 1e-3  # Collier's learning rate
     t.clip_norm = 50.0  # Collier's max_grad_norm
     t.log_every = 100  # train metrics
-    t.eval_every = 1000  # held-out long sequences
+    t.eval_every = 500 if small else 1000  # held-out long sequences
     t.checkpoint_every = 2000  # checkpoints
 
     e = c.eval

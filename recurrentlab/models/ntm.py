@@ -80,6 +80,8 @@ Deviations from Collier & Beel, all deliberate:
 * the cosine similarity floors the norms at 1e-8 and sharpening runs in log space, so an
   all-zero memory or a huge gamma gives finite values and gradients (Collier: plain ``sqrt`` and
   ``pow``; equal values elsewhere);
+* one controller LSTM layer (Collier's ``num_layers`` default; deeper controllers are not
+  offered);
 * ``clip <= 0`` switches clipping off (Collier always clips; default 20 as Collier);
 * the token interface above (Collier feeds bit vectors and scores bits directly).
 
