@@ -2,7 +2,7 @@
 
 ``NTM.trace(tokens, carry)`` returns an :class:`~recurrentlab.models.ntm.NTMTrace` (every step's
 memory, read/write weightings, reads, erase and add vectors, logits); :func:`plot_ntm_trace`
-draws one example of it as a PNG, in the style of Graves et al. (2014) Figs. 6 and 9::
+draws one example of it as a PNG, in the style of Graves et al.'s (2014) memory-use figures::
 
     trace, _ = model.trace(tokens, model.init_carry(tokens.shape[0]))
     plot_ntm_trace(trace, "copy.png", bits=8)

@@ -16,7 +16,7 @@ Evaluation: ``data.eval_overrides`` draws 7..12 items (the paper's generalisatio
 Collier's README shows their NTM recalling correctly at 12 items), 640 held-out episodes.
 
 Expected result: < 0.1 mean bit errors per answer at 2..6 items, and few errors at 7..12
-items (Graves et al. Fig. 12; Collier's README example at 12 items is perfect).
+items (as Graves et al. report; Collier's README example at 12 items is perfect).
 Steps-to-converge and runtime here are not measured yet.
 """
 

@@ -19,7 +19,7 @@ acts about L (~10) times later here. Markers use one-hot input channels (the pap
 delimiter channel, all-zero inputs while answering).
 
 Evaluation: ``data.eval_overrides`` draws held-out sequences of length 40..120 (length
-generalisation, as the paper's Fig. 4), 20 windows x 32 = 640 episodes (Collier's
+generalisation, as in the paper), 20 windows x 32 = 640 episodes (Collier's
 eval_batch_size); ``bit_errors`` is the mean number of wrong bits per sequence.
 
 Expected result: at the training lengths, "converged" is < 0.1 mean bit errors per sequence

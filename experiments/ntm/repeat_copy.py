@@ -13,9 +13,9 @@ clip 20, Adam 1e-3, batch 32, clip 50, constant memory init). Graves et al. trai
 RMSProp 1e-4.
 
 Deviations: the repeat count is a token ``<xN>`` (a one-hot input channel) where the paper
-feeds N/10 as a scalar on an extra channel, so counts never seen in training cannot
+feeds N as a normalised scalar on an extra channel, so counts never seen in training cannot
 generalise -- evaluation therefore tests *longer sequences* (L in 11..20, N in 1..10; the
-paper's second generalisation test, Fig. 7), not more repeats. Loss normalisation and markers
+paper's other generalisation test), not more repeats. Loss normalisation and markers
 as in ``copy.py``.
 
 Expected result: masked accuracy near 1 and < 0.1 mean bit errors per sequence at training
