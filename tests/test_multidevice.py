@@ -59,6 +59,8 @@ def test_four_devices_follow_one_device(runs):
 def test_sharded_params_follow_one_device(runs):
     one, fsdp = losses(runs["one"][0]), losses(runs["fsdp"][0])
     np.testing.assert_allclose([fsdp[s] for s in one], [one[s] for s in one], rtol=RTOL)
+    np.testing.assert_allclose(runs["fsdp"][1]["final"]["valid"]["loss"],
+                               runs["one"][1]["final"]["valid"]["loss"], rtol=RTOL)
 
 
 def test_param_spec_takes_largest_divisible_axis():
