@@ -37,12 +37,16 @@ API with the whole K/V sequence of one (b, h) in a block and an in-kernel ``fori
 key blocks: the layout Pallas' Triton lowering expects (like JAX's own fused-attention
 example), so on GPU they lower through **Triton** and run on every CUDA GPU from Ampere on.
 Mosaic GPU would be faster on H100 but is Hopper/Blackwell-only and needs a warp-specialised
-rewrite (TMA, wgmma); the Triton backend is deprecated from jax 0.11 but still ships in
-0.11–0.12, which is the range this project supports — the port to Mosaic GPU is the
-documented next step. On TPU (Mosaic TPU) the same kernels are legal when the blocks follow
-the (8, 128) rule (bq, bk multiples of 128, d and e padded to multiples of 128, which the
-wrapper does) and K/V of one (b, h) fit in VMEM; they are not tuned for TPU. On CPU they run
-only in interpret mode (``interpret=True``), which is how the tests exercise them.
+rewrite (TMA, wgmma). The Triton backend is deprecated from jax 0.11 (still shipped, to be
+removed later); where a jax has dropped it the kernels raise a clear error on GPU and the
+reference (``impl="xla"``) is the path — the port to Mosaic GPU is the documented next step.
+On TPU (Mosaic TPU) the same kernels are laid out by the (8, 128) rule (bq, bk multiples
+of 128, d and e padded to multiples of 128, per-row statistics and the key-validity row as
+2-D tiles) and assume K/V of one (b, h) fit in VMEM; they are not tuned for TPU. On CPU they
+run only in interpret mode (``interpret=True``), which is how the tests check values and
+gradients; the tests also lower all three kernels for CUDA (Triton) and TPU (Mosaic) through
+``jax.export``, so the lowering rules are checked without the hardware — resource limits
+(registers, shared memory, VMEM) only show on the device.
 
 Padding. t is padded to a multiple of bq, l to a multiple of bk, d and e to a power of two
 (at least 16, Triton's smallest dot) — or to a multiple of 128 on TPU. Padded keys are
@@ -70,6 +74,23 @@ _LOG2E = math.log2(math.e)
 _CAUSAL = MaskSpec()
 
 
+def _platform() -> str:
+    """The platform the kernels are laid out and compiled for (the tests lower for others)."""
+    return jax.default_backend()
+
+
+def _triton():
+    """Pallas' Triton backend module, or a clear error where this jax no longer ships it."""
+    try:
+        from jax.experimental.pallas import triton
+    except ImportError as err:  # removed after its deprecation in jax 0.11
+        raise RuntimeError(
+            f"jax {jax.__version__} has no Pallas Triton backend; these kernels need it on GPU "
+            "(use impl='xla')"
+        ) from err
+    return triton
+
+
 @dataclasses.dataclass(frozen=True)
 class _Static:
     """Everything the kernels specialise on (hashable: a ``custom_vjp`` nondiff argument)."""
@@ -92,7 +113,7 @@ class _Static:
 def _visible(rows, cols, kvalid, st: _Static):
     """Bool[bq, bk]: the module docstring's mask for absolute ``rows``, ``cols`` (int tiles)."""
     offset = st.lk - st.t
-    vis = (rows < st.t) & (kvalid[None, :] != 0)
+    vis = (rows < st.t) & (kvalid != 0)
     spec = st.spec
     if spec.causal:
         rule = cols <= rows + offset
@@ -168,24 +189,24 @@ def _fwd_kernel(q_ref, k_ref, v_ref, kvalid_ref, o_ref, lse_ref, *, st: _Static)
         start = pl.multiple_of(ik * bk, bk)
         k = k_ref[pl.ds(start, bk), :]
         v = v_ref[pl.ds(start, bk), :]
-        vis = _visible(rows, cols0 + start, kvalid_ref[pl.ds(start, bk)], st)
+        vis = _visible(rows, cols0 + start, kvalid_ref[:, pl.ds(start, bk)], st)
         x = jnp.where(vis, _dot_nt(q, k) * c, _MASK)
-        m_new = jnp.maximum(m, jnp.max(x, axis=1))
+        m_new = jnp.maximum(m, jnp.max(x, axis=1, keepdims=True))
         corr = jnp.exp2(m - m_new)
-        p = jnp.where(vis, jnp.exp2(x - m_new[:, None]), 0.0)
-        s = s * corr + jnp.sum(p, axis=1)
-        acc = acc * corr[:, None] + _dot(p.astype(v.dtype), v)
+        p = jnp.where(vis, jnp.exp2(x - m_new), 0.0)
+        s = s * corr + jnp.sum(p, axis=1, keepdims=True)
+        acc = acc * corr + _dot(p.astype(v.dtype), v)
         return acc, m_new, s
 
     init = (
         jnp.zeros((bq, v_ref.shape[1]), jnp.float32),
-        jnp.full((bq,), _MASK, jnp.float32),
-        jnp.zeros((bq,), jnp.float32),
+        jnp.full((bq, 1), _MASK, jnp.float32),
+        jnp.zeros((bq, 1), jnp.float32),
     )
     acc, m, s = lax.fori_loop(0, _key_blocks_for(iq, st, num_k_blocks), body, init)
     seen = s > 0.0  # rows with no visible key give 0, as in the reference
     s_safe = jnp.where(seen, s, 1.0)
-    o_ref[...] = jnp.where(seen[:, None], acc / s_safe[:, None], 0.0).astype(o_ref.dtype)
+    o_ref[...] = jnp.where(seen, acc / s_safe, 0.0).astype(o_ref.dtype)
     lse_ref[...] = jnp.where(seen, m + jnp.log2(s_safe), 0.0)
 
 
@@ -205,9 +226,9 @@ def _dq_kernel(q_ref, k_ref, v_ref, kvalid_ref, do_ref, lse_ref, delta_ref, dq_r
         start = pl.multiple_of(ik * bk, bk)
         k = k_ref[pl.ds(start, bk), :]
         v = v_ref[pl.ds(start, bk), :]
-        vis = _visible(rows, cols0 + start, kvalid_ref[pl.ds(start, bk)], st)
-        p = jnp.where(vis, jnp.exp2(_dot_nt(q, k) * c - lse[:, None]), 0.0)
-        ds = p * (_dot_nt(do, v) - delta[:, None])
+        vis = _visible(rows, cols0 + start, kvalid_ref[:, pl.ds(start, bk)], st)
+        p = jnp.where(vis, jnp.exp2(_dot_nt(q, k) * c - lse), 0.0)
+        ds = p * (_dot_nt(do, v) - delta)
         return dq + _dot(ds.astype(k.dtype), k)
 
     dq = jnp.zeros(q_ref.shape, jnp.float32)
@@ -233,12 +254,12 @@ def _dkv_kernel(
         start = pl.multiple_of(iq * bq, bq)
         q = q_ref[pl.ds(start, bq), :]
         do = do_ref[pl.ds(start, bq), :]
-        lse = lse_ref[pl.ds(start, bq)]
-        delta = delta_ref[pl.ds(start, bq)]
+        lse = lse_ref[pl.ds(start, bq), :]
+        delta = delta_ref[pl.ds(start, bq), :]
         vis = _visible(rows0 + start, cols, kvalid, st)
-        p = jnp.where(vis, jnp.exp2(_dot_nt(q, k) * c - lse[:, None]), 0.0)
+        p = jnp.where(vis, jnp.exp2(_dot_nt(q, k) * c - lse), 0.0)
         dv = dv + _dot_tn(p.astype(do.dtype), do)
-        ds = p * (_dot_nt(do, v) - delta[:, None])
+        ds = p * (_dot_nt(do, v) - delta)
         dk = dk + _dot_tn(ds.astype(q.dtype), q)
         return dk, dv
 
@@ -254,10 +275,9 @@ def _dkv_kernel(
 def _compiler_params(st: _Static):
     if st.interpret:
         return None
-    backend = jax.default_backend()
+    backend = _platform()
     if backend == "gpu":
-        from jax.experimental.pallas import triton as plgpu
-
+        plgpu = _triton()
         return plgpu.CompilerParams(num_warps=st.num_warps, num_stages=st.num_stages)
     if backend == "tpu":
         from jax.experimental.pallas import tpu as pltpu
@@ -272,7 +292,7 @@ def _row_specs(st: _Static, tp: int, lp: int, d: int, e: int):
     full_q = pl.BlockSpec((None, tp, d), lambda bh, i: (bh, 0, 0))
     full_k = pl.BlockSpec((None, lp, d), lambda bh, i: (bh, 0, 0))
     full_v = pl.BlockSpec((None, lp, e), lambda bh, i: (bh, 0, 0))
-    full_kvalid = pl.BlockSpec((None, lp), lambda bh, i: (lax.div(bh, h), 0))
+    full_kvalid = pl.BlockSpec((None, 1, lp), lambda bh, i: (lax.div(bh, h), 0, 0))
     return full_q, full_k, full_v, full_kvalid
 
 
@@ -291,11 +311,11 @@ def _forward(st: _Static, q, k, v, kvalid):
         ],
         out_specs=[
             pl.BlockSpec((None, st.block_q, e), lambda b, i: (b, i, 0)),
-            pl.BlockSpec((None, st.block_q), lambda b, i: (b, i)),
+            pl.BlockSpec((None, st.block_q, 1), lambda b, i: (b, i, 0)),
         ],
         out_shape=[
             jax.ShapeDtypeStruct((bh, tp, e), v.dtype),
-            jax.ShapeDtypeStruct((bh, tp), jnp.float32),
+            jax.ShapeDtypeStruct((bh, tp, 1), jnp.float32),
         ],
         compiler_params=_compiler_params(st),
         interpret=st.interpret,
@@ -306,12 +326,12 @@ def _forward(st: _Static, q, k, v, kvalid):
 def _backward(st: _Static, q, k, v, kvalid, o, lse, do):
     bh, tp, d = q.shape
     lp, e = k.shape[1], v.shape[2]
-    delta = jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1)  # [bh, tp]
+    delta = jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1, keepdims=True)
     full_q, full_k, full_v, full_kvalid = _row_specs(st, tp, lp, d, e)
     full_do = pl.BlockSpec((None, tp, e), lambda b, i: (b, 0, 0))
-    full_row = pl.BlockSpec((None, tp), lambda b, i: (b, 0))
+    full_row = pl.BlockSpec((None, tp, 1), lambda b, i: (b, 0, 0))
     q_block = pl.BlockSpec((None, st.block_q, d), lambda b, i: (b, i, 0))
-    row_block = pl.BlockSpec((None, st.block_q), lambda b, i: (b, i))
+    row_block = pl.BlockSpec((None, st.block_q, 1), lambda b, i: (b, i, 0))
     dq = pl.pallas_call(
         functools.partial(_dq_kernel, st=st),
         grid=(bh, tp // st.block_q),
@@ -339,7 +359,7 @@ def _backward(st: _Static, q, k, v, kvalid, o, lse, do):
             full_q,
             k_block,
             v_block,
-            pl.BlockSpec((None, st.block_k), lambda b, j: (lax.div(b, st.heads), j)),
+            pl.BlockSpec((None, 1, st.block_k), lambda b, j: (lax.div(b, st.heads), 0, j)),
             full_do,
             full_row,
             full_row,
@@ -383,20 +403,20 @@ def _round_up(n: int, m: int) -> int:
 
 
 def _feature_pad(n: int) -> int:
-    if jax.default_backend() == "tpu":
+    if _platform() == "tpu":
         return _round_up(n, 128)
     return max(16, pl.next_power_of_2(n))
 
 
 def _default_block(width: int) -> int:
-    if jax.default_backend() == "tpu":
+    if _platform() == "tpu":
         return 128
     return 64 if width <= 128 else 32 if width <= 256 else 16
 
 
 def _seq_block(block: int, n: int) -> int:
     """The block actually used: ``block``, or less when the sequence is shorter."""
-    if jax.default_backend() == "tpu":
+    if _platform() == "tpu":
         return min(block, _round_up(n, 128))
     return min(block, max(16, pl.next_power_of_2(n)))
 
@@ -444,7 +464,7 @@ def attention(
     kvalid = jnp.broadcast_to(keys < lk, (b, lp))
     if kv_start is not None:
         kvalid = kvalid & (keys[None, :] >= jnp.asarray(kv_start)[:, None])
-    kvalid = kvalid.astype(jnp.int32)
+    kvalid = kvalid.astype(jnp.int32)[:, None, :]  # [b, 1, lp]: 2-D tiles on every backend
 
     def prep(x, n, npad, f, fpad):
         x = jnp.pad(x, ((0, 0), (0, 0), (0, npad - n), (0, fpad - f)))

@@ -24,10 +24,12 @@ weightings with the 2r+1 permutation matrices P_d (built in-kernel from iotas), 
 slicing / ``roll`` does not lower on every backend; it costs (2r+1) bb h n^2 flops, small
 next to the step for the NTM's n <= 1024.
 
-Padding. On GPU, n and m are padded to powers of two (Triton's block rule); padded slots are
-masked out of both softmaxes and of P_d, padded columns are zero in memory and keys and do not
-change norms or dots. The batch is padded to a multiple of bb with zero memories (NaN-safe).
-The tests run the padded path too (``pad_slots_to``).
+Padding. Triton wants every in-kernel array size a power of two, so n, m, the head count, the
+shift weights and bb are padded to powers of two on every backend (the CPU tests run the very
+layout a GPU compiles). Padded slots are masked out of both softmaxes and of P_d; padded
+columns are zero in memory and keys and change no norm or dot; padded heads have zero inputs
+(finite, sliced off; padded write heads never write); padded shift weights are never read.
+The batch is padded to a multiple of bb with zero memories (NaN-safe).
 
 Backward. A second Pallas kernel recomputes the step for its batch block and applies
 ``jax.vjp`` of the same in-kernel math to the output cotangents, so the backward is one fused
@@ -37,9 +39,11 @@ gradient of the kernel's forward math, which equals the reference's up to float 
 Backend. Written against the generic ``pl.pallas_call`` / ``pl.BlockSpec`` API with only
 elementwise ops, last-axis reductions, iotas, reshapes and 2-D dots, which both the Triton
 (GPU) and Mosaic TPU lowerings implement; Triton needs dot operands of at least 16 rows, so
-on GPU the batch block is ``bb = max(1, 16 // (hr + hw))``. Only interpret mode
-(``interpret=True``, CPU) has been exercised by the CPU test suite; the accelerator tests in
-``tests/test_kernels_ntm.py`` check the compiled kernel where a GPU/TPU exists.
+on GPU the batch block is ``bb = max(1, 16 // (hr + hw))``. On CPU the tests run the kernels
+in interpret mode (values, gradients) and lower both for CUDA (Triton) and TPU (Mosaic) through
+``jax.export``, which checks the lowering rules without the hardware; register / shared-memory
+pressure (the [bb, h, n, m] products are 2^20 elements at n = 1024, m = 64) only shows on the
+device, where the accelerator tests in ``tests/test_kernels_ntm.py`` run the compiled kernel.
 """
 
 from __future__ import annotations
@@ -59,11 +63,17 @@ from recurrentlab.ops.ntm_memory import EPS, ReadHeads, WriteHeads
 _MASK = -0.7 * float(np.finfo(np.float32).max)
 
 
+def _platform() -> str:
+    """The platform the kernels are laid out and compiled for (the tests lower for others)."""
+    return jax.default_backend()
+
+
 @dataclasses.dataclass(frozen=True)
 class _Static:
     n: int  # real slots
     n_pad: int  # slots as laid out in the kernel
-    radius: int  # shift radius r (s = 2r + 1 weights)
+    radius: int  # shift radius r (s = 2r + 1 real shift weights; more columns are padding)
+    write_heads: int  # real hw (erase / add may carry zero padding heads after them)
     read_heads: int  # hr: heads [0, hr) read, [hr, hr + hw) write
     block_b: int
     interpret: bool
@@ -134,7 +144,7 @@ def _step_math(st: _Static, memory, prev_w, key, beta, gate, shift, gamma, erase
     w = _address(st, memory, mem_norm, slot_ok, prev_w, key, beta, gate, shift, gamma)
     reads = jnp.sum(w[:, :, :, None] * memory[:, None, :, :], axis=2)  # reads see M_{t-1}
     new_memory = memory
-    for i in range(erase.shape[1]):  # write heads in order
+    for i in range(st.write_heads):  # write heads in order
         w_i = _row(w, st.read_heads + i)[:, :, None]  # [bb, n, 1]
         e_i = _row(erase, i)[:, None, :]  # [bb, 1, m]
         a_i = _row(add, i)[:, None, :]
@@ -169,13 +179,18 @@ def _block_spec(x, bb: int):
 def _compiler_params(st: _Static):
     if st.interpret:
         return None
-    if jax.default_backend() == "tpu":
+    if _platform() == "tpu":
         from jax.experimental.pallas import tpu as pltpu
 
         return pltpu.CompilerParams(dimension_semantics=("parallel",))
-    if jax.default_backend() == "gpu":
-        from jax.experimental.pallas import triton as plgpu
-
+    if _platform() == "gpu":
+        try:
+            from jax.experimental.pallas import triton as plgpu
+        except ImportError as err:  # removed after its deprecation in jax 0.11
+            raise RuntimeError(
+                f"jax {jax.__version__} has no Pallas Triton backend; the NTM kernel needs it "
+                "on GPU (use impl='xla')"
+            ) from err
         return plgpu.CompilerParams(num_warps=4, num_stages=1)
     return None
 
@@ -248,17 +263,20 @@ def memory_step(
     width = rh.shift.shape[-1]
     if width % 2 != 1 or wh.shift.shape[-1] != width:
         raise ValueError(f"shift needs the same odd 2r+1 weights for all heads, got {width}")
-    gpu = jax.default_backend() == "gpu" and not interpret
-    n_pad = pad_slots_to or (_next_pow2(n) if gpu else n)
-    m_pad = _next_pow2(m) if gpu else m
+    gpu = _platform() == "gpu" and not interpret
+    # Triton wants every in-kernel array size a power of two: pad slots, width, heads, shift
+    # weights and the batch block to powers of two everywhere (the tests run this layout).
+    n_pad = pad_slots_to or _next_pow2(n)
+    m_pad = _next_pow2(m)
     if n_pad < n:
         raise ValueError(f"pad_slots_to={n_pad} is less than the {n} slots")
     if block_b is None:
         block_b = max(1, 16 // (hr + hw)) if gpu else 8
-    bb = min(block_b, b)
+    bb = _next_pow2(min(block_b, b))
     b_pad = -(-b // bb) * bb
-    st = _Static(n, n_pad, width // 2, hr, bb, bool(interpret))
-    h = hr + hw
+    st = _Static(n, n_pad, width // 2, hw, hr, bb, bool(interpret))
+    h = _next_pow2(hr + hw)  # read heads, write heads, zero padding heads
+    hw_pad, width_pad = _next_pow2(hw), _next_pow2(width)
 
     def pad(x, *sizes):
         x = jnp.asarray(x, jnp.float32)
@@ -274,10 +292,10 @@ def memory_step(
         heads(rh.key, wh.key, m_pad),
         heads(rh.beta[..., None], wh.beta[..., None], 1),
         heads(rh.gate[..., None], wh.gate[..., None], 1),
-        heads(rh.shift, wh.shift, width),
+        heads(rh.shift, wh.shift, width_pad),
         heads(rh.gamma[..., None], wh.gamma[..., None], 1),
-        pad(wh.erase, b_pad, hw, m_pad),
-        pad(wh.add, b_pad, hw, m_pad),
+        pad(wh.erase, b_pad, hw_pad, m_pad),
+        pad(wh.add, b_pad, hw_pad, m_pad),
     )
     new_memory, w, reads = _fused(st, *inputs)
     return (  # computed in float32, returned in the carry's dtypes

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import export
 from recurrentlab.kernels import memory_attention as ma
 
 from recurrentlab.ops.attention import MaskSpec, attention, attention_mask, attention_reference
@@ -121,6 +122,30 @@ def test_dispatch_through_ops_attention():
     spec = MaskSpec(prefix=2)
     got = attention(q, k, v, spec=spec, impl="interpret")
     np.testing.assert_allclose(got, attention_reference(q, k, v, spec=spec), atol=1e-5)
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_kernels_lower_for_gpu_and_tpu(monkeypatch, platform):
+    """Without the hardware: forward and both backward kernels lower through Pallas' Triton
+    (GPU) and Mosaic TPU rules with that platform's layout (block rules, power-of-two sizes)."""
+    if platform == "cuda":
+        pytest.importorskip("jax.experimental.pallas.triton")
+    monkeypatch.setattr(ma, "_platform", lambda: "gpu" if platform == "cuda" else "tpu")
+    spec = MaskSpec(prefix=3, suffix=2)
+    q = jax.ShapeDtypeStruct((2, 2, 100, 40), jnp.bfloat16)
+    k = jax.ShapeDtypeStruct((2, 2, 300, 40), jnp.bfloat16)
+    kv = jax.ShapeDtypeStruct((2,), jnp.int32)
+
+    def grads(q, k, v, kv_start):
+        out = lambda q, k, v: ma.attention(q, k, v, spec=spec, kv_start=kv_start)
+        return jax.grad(lambda *a: jnp.sum(out(*a).astype(jnp.float32)), (0, 1, 2))(q, k, v)
+
+    target = "__gpu$xla.gpu.triton" if platform == "cuda" else "tpu_custom_call"
+    exported = export.export(
+        jax.jit(grads), platforms=[platform],
+        disabled_checks=[export.DisabledSafetyCheck.custom_call(target)],
+    )(q, k, k, kv)
+    assert exported.mlir_module().count(f"@{target}(") == 3  # forward, dq, dk/dv
 
 
 # ------------------------------------------------------------------------- accelerator tests

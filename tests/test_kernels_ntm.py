@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import export
 from recurrentlab.kernels import ntm_memory as kn
 
 from recurrentlab.ops import ntm_memory as nm
@@ -123,6 +124,28 @@ def test_inside_scan_with_gradients_and_dispatch():
         memory
     )
     _check(got, want)
+
+
+@pytest.mark.parametrize("platform", ["cuda", "tpu"])
+def test_kernels_lower_for_gpu_and_tpu(monkeypatch, platform):
+    """Without the hardware: forward and backward kernels lower through Pallas' Triton (GPU)
+    and Mosaic TPU rules, at the NTM's full size, with that platform's layout."""
+    if platform == "cuda":
+        pytest.importorskip("jax.experimental.pallas.triton")
+    monkeypatch.setattr(kn, "_platform", lambda: "gpu" if platform == "cuda" else "tpu")
+    args = jax.eval_shape(lambda: _inputs(32, 128, 20, 2, 1, 3))
+
+    def value_and_grads(*args):
+        return jax.value_and_grad(
+            lambda *a: sum(jnp.sum(o) for o in kn.memory_step(*a)), argnums=tuple(range(5))
+        )(*args)
+
+    target = "__gpu$xla.gpu.triton" if platform == "cuda" else "tpu_custom_call"
+    exported = export.export(
+        jax.jit(value_and_grads), platforms=[platform],
+        disabled_checks=[export.DisabledSafetyCheck.custom_call(target)],
+    )(*args)
+    assert exported.mlir_module().count(f"@{target}(") == 2  # forward, backward
 
 
 # ------------------------------------------------------------------------- accelerator tests
