@@ -22,7 +22,10 @@ so every block's last two dimensions are whole array dimensions (legal under Mos
 (8, 128) rule and Triton's). The circular shift is a matmul of the flattened [bb*h, n]
 weightings with the 2r+1 permutation matrices P_d (built in-kernel from iotas), since value
 slicing / ``roll`` does not lower on every backend; it costs (2r+1) bb h n^2 flops, small
-next to the step for the NTM's n <= 1024.
+next to the step for the NTM's n <= 1024. The content dots k . M_i and the reads sum_i w_i M_i
+are 2-D matmuls of the block's [bb*h, m] keys against its [bb*n, m] slots (and of the
+block-diagonal [bb*h, bb*n] weightings against the slots), masked to same-batch pairs: bb
+times the flops on tensor cores / MXU, instead of [bb, h, n, m] broadcast products.
 
 Padding. Triton wants every in-kernel array size a power of two, so n, m, the head count, the
 shift weights and bb are padded to powers of two on every backend (the CPU tests run the very
@@ -42,7 +45,7 @@ elementwise ops, last-axis reductions, iotas, reshapes and 2-D dots, which both 
 on GPU the batch block is ``bb = max(1, 16 // (hr + hw))``. On CPU the tests run the kernels
 in interpret mode (values, gradients) and lower both for CUDA (Triton) and TPU (Mosaic) through
 ``jax.export``, which checks the lowering rules without the hardware; register / shared-memory
-pressure (the [bb, h, n, m] products are 2^20 elements at n = 1024, m = 64) only shows on the
+pressure (the [bb, h, bb, n] block-diagonal tiles, the [n, n] permutations) only shows on the
 device, where the accelerator tests in ``tests/test_kernels_ntm.py`` run the compiled kernel.
 """
 
@@ -100,6 +103,37 @@ def _row(x, i):
     return jnp.sum(jnp.where(idx == i, x, 0.0), axis=1)
 
 
+def _same_batch(bb: int, h: int, n: int):
+    """Bool[bb, h, bb, n]: row block and column block belong to the same batch element."""
+    shape = (bb, h, bb, n)
+    return lax.broadcasted_iota(jnp.int32, shape, 0) == lax.broadcasted_iota(jnp.int32, shape, 2)
+
+
+def _per_batch_dot_nt(x, y):
+    """[bb, h, m] x [bb, n, m] -> [bb, h, n], sum over m within each batch element.
+
+    One 2-D matmul of all rows against all slots of the block (the off-diagonal batch pairs
+    are wasted flops on the tensor cores / MXU) and a mask: cheaper in registers than the
+    [bb, h, n, m] broadcast product, and 2-D dots are all Triton lowers.
+    """
+    bb, h, m = x.shape
+    n = y.shape[1]
+    full = lax.dot_general(x.reshape(bb * h, m), y.reshape(bb * n, m),
+                           (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+    full = full.reshape(bb, h, bb, n)
+    return jnp.sum(jnp.where(_same_batch(bb, h, n), full, 0.0), axis=2)
+
+
+def _per_batch_dot(w, y):
+    """[bb, h, n] x [bb, n, m] -> [bb, h, m], sum over n within each batch element."""
+    bb, h, n = w.shape
+    m = y.shape[2]
+    block_diag = jnp.where(_same_batch(bb, h, n), w[:, :, None, :], 0.0)  # [bb, h, bb, n]
+    return lax.dot_general(block_diag.reshape(bb * h, bb * n), y.reshape(bb * n, m),
+                           (((1,), (0,)), ((), ())), preferred_element_type=jnp.float32
+                           ).reshape(bb, h, m)
+
+
 def _permutation(st: _Static, d: int):
     """P_d [n_pad, n_pad] with (w P_d)_i = w_{(i - d) mod n} on the real slots."""
     n = st.n
@@ -113,7 +147,7 @@ def _permutation(st: _Static, d: int):
 def _address(st: _Static, memory, mem_norm, slot_ok, prev_w, key, beta, gate, shift, gamma):
     """Weightings [bb, h, n_pad] of every head (content, gate, shift, sharpen)."""
     bb, h, _ = prev_w.shape
-    dot = jnp.sum(key[:, :, None, :] * memory[:, None, :, :], axis=-1)  # [bb, h, n]
+    dot = _per_batch_dot_nt(key, memory)  # [bb, h, n]
     key_norm = jnp.sqrt(jnp.maximum(jnp.sum(key * key, axis=-1, keepdims=True), EPS * EPS))
     cosine = dot / (key_norm * mem_norm + EPS)
     w_c = _masked_softmax(beta * cosine, slot_ok)
@@ -142,7 +176,7 @@ def _step_math(st: _Static, memory, prev_w, key, beta, gate, shift, gamma, erase
     mem_norm = jnp.sqrt(jnp.maximum(jnp.sum(memory * memory, axis=-1), EPS * EPS))
     mem_norm = mem_norm.reshape(bb, 1, st.n_pad)
     w = _address(st, memory, mem_norm, slot_ok, prev_w, key, beta, gate, shift, gamma)
-    reads = jnp.sum(w[:, :, :, None] * memory[:, None, :, :], axis=2)  # reads see M_{t-1}
+    reads = _per_batch_dot(w, memory)  # [bb, h, m]; reads see M_{t-1}
     new_memory = memory
     for i in range(st.write_heads):  # write heads in order
         w_i = _row(w, st.read_heads + i)[:, :, None]  # [bb, n, 1]
