@@ -37,7 +37,7 @@ Scales (``get_sweep(arg)`` / ``get_config("<model>[,full]")``):
 from recurrentlab.config import base_config
 from recurrentlab.data import data_config
 from recurrentlab.sweep import product, seeds, sweep
-from recurrentlab.sweep.presets import MODELS, scaled_model, split_arg
+from recurrentlab.sweep.presets import MODELS, scaled_model, split_arg, tiny
 
 SCALES = {  # scale: segment, bptt_segments values, distances, symbols, steps, batch
     "cpu": dict(segment=16, bptt=(1, 4), distances=(8, 24, 56), symbols=8, steps=400, batch=16),
@@ -79,7 +79,11 @@ def get_config(arg: str | None = None):
 
 
 def get_sweep(arg: str | None = None):
-    """``arg``: None (CPU scale) or ``"full"``."""
+    """``arg``: None (CPU scale), ``"full"``, or ``"tiny"`` (4 runs of 12 steps: LSTM and
+    Transformer-XL, D = 24, H = 16 or 64; seconds each, for the notebook)."""
+    if arg == "tiny":
+        return tiny(product(sweep("config_arg", ["lstm", "transformer_xl"]),
+                            sweep("data.distance", [24]), sweep("train.bptt_segments", [1, 4])))
     scale = "gpu" if arg in ("full", "gpu") else "cpu"
     s = SCALES[scale]
     suffix = ",full" if scale == "gpu" else ""

@@ -28,7 +28,7 @@ Sweep: ``config_arg`` picks the model (``get_config("ntm")`` trains just one).
 from recurrentlab.config import base_config
 from recurrentlab.data import data_config
 from recurrentlab.sweep import sweep
-from recurrentlab.sweep.presets import MODELS, scaled_model
+from recurrentlab.sweep.presets import MODELS, scaled_model, tiny
 
 SEGMENT = 16  # tokens per model call
 DISTANCE = 24  # distractors between the value and the query: episodes of 28 tokens
@@ -68,5 +68,8 @@ def get_config(arg: str | None = None):
 
 
 def get_sweep(arg: str | None = None):
-    del arg
+    """``arg``: None (all six models), or ``"memory"``: NTM, RMT and SHA-RNN at 12 steps, for
+    the memory inspection notebook."""
+    if arg == "memory":
+        return tiny(sweep("config_arg", ["ntm", "rmt", "sha_rnn"]))
     return sweep("config_arg", list(MODELS))

@@ -32,7 +32,7 @@ for text and 5,000 for retrieval, 2 seeds: 80 runs, roughly a day on one GPU (no
 from recurrentlab.config import base_config
 from recurrentlab.data import build_dataset, data_config
 from recurrentlab.sweep import product, seeds, sweep
-from recurrentlab.sweep.presets import scaled_model
+from recurrentlab.sweep.presets import scaled_model, tiny
 
 MODELS = ("transformer", "transformer_xl", "rmt", "sha_rnn")
 TASKS = ("retrieval", "text")
@@ -94,11 +94,17 @@ def get_config(arg: str | None = None):
 
 
 def get_sweep(arg: str | None = None):
-    """``arg``: None (CPU scale) or ``"full"``. The model's memory follows S (swept with it:
-    the XL cache and the SHA-RNN memory hold one segment)."""
+    """``arg``: None (CPU scale), ``"full"``, or ``"tiny"`` (Transformer and RMT on retrieval
+    at S = 4 and 8, 12 steps: 4 runs of seconds, for the notebook). The model's memory
+    follows S (swept with it: the XL cache and the SHA-RNN memory hold one segment)."""
     scale = "gpu" if arg in ("full", "gpu") else "cpu"
     suffix = ",full" if scale == "gpu" else ""
     runs = []
+    if arg == "tiny":
+        return tiny([{"config_arg": f"{m},retrieval", "train.segment_len": s,
+                      "train.bptt_segments": -(-(EPISODE - 1) // s),
+                      **({"model.max_len": s} if m == "transformer" else {})}
+                     for m in ("transformer", "rmt") for s in (4, 8)])
     for model in MODELS:
         memory = {"transformer_xl": "model.mem_len", "sha_rnn": "model.mem_len",
                   "transformer": "model.max_len"}.get(model)

@@ -54,6 +54,17 @@ SIZES = {
 }
 
 
+# Constant overrides that turn a sweep into a seconds-long demonstration (notebooks, tests).
+TINY = {"train.num_steps": 12, "train.batch_size": 8, "eval.batch_size": 8,
+        "train.eval_every": 0, "train.checkpoint_every": 12, "train.log_every": 4,
+        "train.warmup_steps": 0, "data.eval_windows": 2}
+
+
+def tiny(runs: list[dict]) -> list[dict]:
+    """``runs`` with the :data:`TINY` overrides added to each."""
+    return [{**run, **TINY} for run in runs]
+
+
 def memory_field(name: str) -> str | None:
     """The model field that sets its memory size (None for LSTM and Transformer)."""
     return MEMORY_FIELD.get(name)
