@@ -21,11 +21,13 @@ kernel addresses all of them at once. Per-head scalars (beta, g, gamma) travel a
 so every block's last two dimensions are whole array dimensions (legal under Mosaic TPU's
 (8, 128) rule and Triton's). The circular shift is a matmul of the flattened [bb*h, n]
 weightings with the 2r+1 permutation matrices P_d (built in-kernel from iotas), since value
-slicing / ``roll`` does not lower on every backend; it costs (2r+1) bb h n^2 flops, small
-next to the step for the NTM's n <= 1024. The content dots k . M_i and the reads sum_i w_i M_i
-are 2-D matmuls of the block's [bb*h, m] keys against its [bb*n, m] slots (and of the
-block-diagonal [bb*h, bb*n] weightings against the slots), masked to same-batch pairs: bb
-times the flops on tensor cores / MXU, instead of [bb, h, n, m] broadcast products.
+slicing / ``roll`` does not lower on every backend. It costs (2r+1) bb h n^2 flops and an
+[n, n] tile per shift: nothing at the copy task's n = 128 (16 K elements), but 2^20 elements at
+n = 1024, where a GPU compile will spill (the next step there: a shared-memory round trip of
+w^g read back at shifted offsets, or ``pltpu.roll`` on TPU). The content dots k . M_i and the
+reads sum_i w_i M_i are 2-D matmuls of the block's [bb*h, m] keys against its [bb*n, m] slots
+(and of the block-diagonal [bb*h, bb*n] weightings against the slots), masked to same-batch
+pairs: bb times the flops on tensor cores / MXU, instead of [bb, h, n, m] broadcast products.
 
 Padding. Triton wants every in-kernel array size a power of two, so n, m, the head count, the
 shift weights and bb are padded to powers of two on every backend (the CPU tests run the very
