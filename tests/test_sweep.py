@@ -233,3 +233,29 @@ def test_cli_sweep_and_results(tmp_path):
                            "--workdir", str(out), "--launcher", "slurm"], cwd=ROOT,
                           env=child_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "unknown launcher 'slurm'" in done.stderr
+
+
+SWEEPS = sorted((ROOT / "experiments" / "sweeps").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_experiment_sweeps_expand_and_their_configs_validate(path):
+    """Every shipped sweep (and its variants) expands to uniquely named runs, and one run per
+    config argument builds a valid config for each registered model it names."""
+    from recurrentlab.config import validate
+    from recurrentlab.models import registered_models
+
+    args = [None] + [a for a in ("tiny", "memory", "full", "paper")
+                     if f'"{a}"' in path.read_text()]
+    for arg in args:
+        spec = str(path) + (f":{arg}" if arg else "")
+        runs = expand(spec, ROOT / "runs" / "unused", check=False)
+        assert len({r.name for r in runs}) == len(runs) > 0
+        checked = set()
+        for run in runs:
+            model = (run.config_arg or "").split(",")[0]
+            if run.config_arg in checked or (model and model not in registered_models()):
+                continue
+            checked.add(run.config_arg)
+            validate(run.load_config())
+        assert checked, f"{spec}: no run uses a registered model"

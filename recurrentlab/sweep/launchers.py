@@ -69,7 +69,18 @@ def registered_launchers() -> list[str]:
     return sorted(_LAUNCHERS)
 
 
+# Modules that register further launchers; imported when a name is not registered yet.
+_LAUNCHER_MODULES = ("recurrentlab.sweep.launchers_cluster",)
+
+
 def make_launcher(name: str, *, parallel: int = 1) -> Launcher:
+    if name not in _LAUNCHERS:
+        import importlib
+        import importlib.util
+
+        for module in _LAUNCHER_MODULES:
+            if importlib.util.find_spec(module) is not None:
+                importlib.import_module(module)
     if name not in _LAUNCHERS:
         raise ConfigError(f"unknown launcher '{name}' (launchers: "
                           f"{', '.join(registered_launchers())})")
