@@ -337,6 +337,6 @@ def memory_step(
     return (  # computed in float32, returned in the carry's dtypes
         new_memory[:b, :n, :m].astype(memory.dtype),
         w[:b, :hr, :n].astype(prev_read_w.dtype),
-        w[:b, hr:, :n].astype(prev_write_w.dtype),
+        w[:b, hr : hr + hw, :n].astype(prev_write_w.dtype),
         reads[:b, :hr, :m].astype(memory.dtype),
     )

@@ -85,7 +85,7 @@ def _compare(shape, tol=2e-5, zero_memory=False, **kernel_args):
 CASES = {
     # two heads of each kind (write order matters), wide shift, padded slots, batch blocks
     "multi_head_padded_blocks": ((3, 6, 4, 2, 2, 5), dict(pad_slots_to=8, block_b=2)),
-    "one_slot_memory": ((2, 1, 3, 1, 1, 3), {}),
+    "one_slot_memory_padded_heads": ((2, 1, 3, 2, 1, 3), {}),  # h = 3 heads padded to 4
 }
 
 
