@@ -367,3 +367,50 @@ def test_bfloat16_matmuls_stay_close():
     b, cb = apply(model16, tokens, carry)
     assert b.dtype == jnp.float32 and cb[0].c.dtype == jnp.float32
     np.testing.assert_allclose(a, b, atol=5e-2)
+
+
+# --- through the trainer's window loss -------------------------------------------------
+
+
+def test_window_loss_segments_and_penalty():
+    from recurrentlab.train.step import token_nll, window_loss
+
+    model = small_model(dropout=0.2, dropouth=0.2, wdrop=0.2, ar_alpha=0.5, tar_beta=0.5)
+    tokens = random_tokens(13, batch=2, length=13)
+    batch = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+             "mask": jnp.ones((2, 12), jnp.float32)}
+    carry = random_carry(model, 2)
+    key = jax.random.key(21)
+
+    @nnx.jit(static_argnames=("train", "remat"))
+    def through_trainer(model, carry, batch, key, train, remat=False):
+        return window_loss(model, carry, batch, segment_len=4, train=train, key=key, remat=remat)
+
+    @nnx.jit
+    def by_hand(model, carry, key):
+        nll, penalties, c = [], [], carry
+        for k in range(3):
+            x = batch["inputs"][:, 4 * k:4 * k + 4]
+            logits, c, p = model.call_with_penalty(
+                x, c, train=True, key=jax.random.fold_in(key, k))
+            nll.append(token_nll(logits, batch["targets"][:, 4 * k:4 * k + 4])[0])
+            penalties.append(p)
+        return jnp.mean(jnp.concatenate(nll, axis=1)) + jnp.mean(jnp.stack(penalties)), c
+
+    # evaluation: three segments with the carry == one call over the window
+    loss, (carry_out, _) = through_trainer(model, carry, batch, None, False)
+    logits, one_pass_carry = apply(model, batch["inputs"], carry)
+    np.testing.assert_allclose(loss, jnp.mean(token_nll(logits, batch["targets"])[0]),
+                               rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(carry_out), jax.tree.leaves(one_pass_carry), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+
+    # training: per-segment keys fold in the segment index; AR/TAR averaged over segments
+    loss, (carry_out, aux) = through_trainer(model, carry, batch, key, True)
+    expected, expected_carry = by_hand(model, carry, key)
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    assert aux["penalty"] > 0
+    for a, b in zip(jax.tree.leaves(carry_out), jax.tree.leaves(expected_carry), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5)
+    remat_loss, _ = through_trainer(model, carry, batch, key, True, remat=True)
+    np.testing.assert_allclose(remat_loss, loss, rtol=1e-6)

@@ -99,8 +99,15 @@ class LSTMWeights(NamedTuple):
 
 
 def _dot(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``x @ w`` in ``w``'s dtype with float32 accumulation and result."""
-    return jnp.matmul(x.astype(w.dtype), w, preferred_element_type=jnp.float32)
+    """``x @ w`` in ``w``'s dtype with float32 accumulation and result.
+
+    Leading axes are flattened first so that the matmul, and both matmuls of its gradient,
+    are plain 2-D products (XLA's CPU backend is markedly slower on batched contractions).
+    """
+    lead = x.shape[:-1]
+    y = jnp.matmul(x.reshape(-1, x.shape[-1]).astype(w.dtype), w,
+                   preferred_element_type=jnp.float32)
+    return y.reshape(*lead, w.shape[-1])
 
 
 def _gate_activations(z: Float[Array, "b g"]) -> Float[Array, "b g"]:
