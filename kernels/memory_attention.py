@@ -418,7 +418,7 @@ def _seq_block(block: int, n: int) -> int:
     """The block actually used: ``block``, or less when the sequence is shorter."""
     if _platform() == "tpu":
         return min(block, _round_up(n, 128))
-    return min(block, max(16, pl.next_power_of_2(n)))
+    return min(pl.next_power_of_2(block), max(16, pl.next_power_of_2(n)))  # Triton: 2^k
 
 
 def attention(
