@@ -130,3 +130,24 @@ def test_unfinished_runs_and_folders_without_manifest(sweep_dir, tmp_path):
     assert " ± " not in text and "| unfinished | 5 |" in text
     with pytest.raises(FileNotFoundError, match="holds no runs"):
         load_results(tmp_path / "nothing")
+
+
+def test_plots_of_fields_only_some_models_have(tmp_path):
+    """A memory sweep over several models: each memory field is absent (None) for the
+    other models; each field gets its own plot over the runs that have it."""
+    from recurrentlab.sweep.results import plot_results
+
+    table = pd.DataFrame({
+        "model.name": ["rmt", "rmt", "transformer_xl", "transformer_xl"],
+        "model.num_mem_tokens": [1, 4, None, None],
+        "model.mem_len": [None, None, 8, 16],
+        "n": [1, 1, 1, 1],
+        "valid_accuracy": [0.2, 0.5, 0.4, 0.9],
+        "valid_accuracy_std": [math.nan] * 4,
+    })
+    table.attrs["fields"] = ["model.name", "model.num_mem_tokens", "model.mem_len"]
+    table.attrs["metrics"] = ["valid_accuracy"]
+    paths = plot_results(table, tmp_path)
+    assert sorted(p.name for p in paths) == ["valid_accuracy_vs_model.mem_len.png",
+                                             "valid_accuracy_vs_model.num_mem_tokens.png"]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)

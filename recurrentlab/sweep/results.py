@@ -265,9 +265,16 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _present(values) -> list:
+    return [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+
+
 def _numeric(values) -> bool:
-    return all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-               for v in values)
+    """Every value present (a field only some runs have is absent in the others) a number."""
+    values = _present(values)
+    return bool(values) and all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        for v in values)
 
 
 def _slug(text: str) -> str:
@@ -295,7 +302,7 @@ def plot_results(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fields = table.attrs.get("fields", [])
-    numeric = [f for f in fields if len(set(table[f])) > 1 and _numeric(table[f])]
+    numeric = [f for f in fields if len(set(_present(table[f]))) > 1 and _numeric(table[f])]
     paths = []
     for metric in headline_metrics(table):
         std = table.get(f"{metric}_std")
@@ -310,19 +317,20 @@ def plot_results(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                 ax.set_xticks(range(len(table)), labels, rotation=30, ha="right", fontsize=8)
                 name = f"{metric}_by_{'_'.join(_slug(f) for f in others) or 'run'}.png"
             else:
+                flat = table[[bool(_present([v])) for v in table[x]]].reset_index(drop=True)
                 lines: dict[str, list[int]] = {}
-                for i, row in table.reset_index(drop=True).iterrows():
-                    label = ", ".join(f"{f.split('.')[-1]}={_cell(row[f])}" for f in others)
+                for i, row in flat.iterrows():
+                    label = ", ".join(f"{f.split('.')[-1]}={_cell(row[f])}" for f in others
+                                      if _present([row[f]]))
                     lines.setdefault(label, []).append(i)
-                flat = table.reset_index(drop=True)
                 for label, index in lines.items():
                     part = flat.iloc[index].sort_values(x)
                     errors = None if std is None else part[f"{metric}_std"].fillna(0).to_numpy()
                     ax.errorbar(part[x].to_numpy(), part[metric].to_numpy(), yerr=errors,
                                 marker="o", capsize=3, label=label or metric)
                 ax.set_xlabel(x)
-                if len(set(table[x])) > 2 and min(table[x]) > 0 and \
-                        max(table[x]) / min(table[x]) >= 8:
+                xs = _present(flat[x])
+                if len(set(xs)) > 2 and min(xs) > 0 and max(xs) / min(xs) >= 8:
                     ax.set_xscale("log", base=2)
                 if len(lines) > 1:
                     ax.legend(fontsize=7)
