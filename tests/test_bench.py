@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from recurrentlab.bench import bench_config, entry, measure, peers, run_bench
+from recurrentlab.bench import bench_config, entry, measure, peers, run_bench, to_markdown
 from recurrentlab.cli import main
 from recurrentlab.config import load_config_file
 from recurrentlab.models import model_config
@@ -91,6 +91,33 @@ def test_peers_skip_cleanly_where_they_cannot_run():
     assert peers.applies("flax", _tiny_lstm()) is None
 
 
+@pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+def test_torch_peer_computes_the_same_function_as_the_lstm_model():
+    import numpy as np
+    import torch
+
+    from recurrentlab.models import build_model
+
+    config = _tiny_lstm()
+    ours = build_model(config, vocab_size=32, seed=0)
+    peer = peers.torch_lm(32, config).double()
+    with torch.no_grad():
+        as_torch = lambda x: torch.from_numpy(np.asarray(x, np.float64))
+        peer.embedding.weight.copy_(as_torch(ours.embedding[...]))
+        for i, layer in enumerate(ours.layers):
+            getattr(peer.lstm, f"weight_ih_l{i}").copy_(as_torch(layer.w_ih[...]).T)
+            getattr(peer.lstm, f"weight_hh_l{i}").copy_(as_torch(layer.w_hh[...]).T)
+            getattr(peer.lstm, f"bias_ih_l{i}").copy_(as_torch(layer.b_ih[...]))
+            getattr(peer.lstm, f"bias_hh_l{i}").copy_(as_torch(layer.b_hh[...]))
+        peer.decoder.weight.copy_(as_torch(ours.decoder[...]).T)
+        peer.decoder.bias.copy_(as_torch(ours.decoder_bias[...]))
+        tokens = np.random.default_rng(0).integers(0, 32, size=(3, 7))
+        zeros = torch.zeros(2, 3, 24, dtype=torch.float64)
+        expected, _ = peer(torch.from_numpy(tokens), (zeros, zeros))
+    logits, _ = ours(jax.numpy.asarray(tokens, jax.numpy.int32), ours.init_carry(3))
+    np.testing.assert_allclose(np.asarray(logits), expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_compile_time_is_measured_for_each_k():
     config = bench_config("compile_time")
     config.entries.lstm = entry(_tiny_lstm(), batch_size=2, segment_len=4)
@@ -101,6 +128,7 @@ def test_compile_time_is_measured_for_each_k():
     assert set(row["compile_s"]) == {1, 2}
     assert all(t > 0 and math.isfinite(t) for t in row["compile_s"].values())
     assert row["max_over_min"] >= 1.0
+    assert "| model | params | batch × S | K=1 s | K=2 s | max ÷ min |" in to_markdown(result)
 
 
 def test_abstract_inputs_allocate_nothing_for_an_enwik8_sized_model():
@@ -129,6 +157,9 @@ def test_peak_memory_grows_with_k_without_remat_and_with_the_carry_with_remat():
     assert no_remat >= 8 * max(remat, extra * carry)  # without: activations of every segment
     (summary,) = result["summary"]
     assert summary["no_remat_bytes_per_segment"] > summary["remat_bytes_per_segment"]
+    markdown = to_markdown(result)
+    assert "| K | horizon (tokens) | lstm no remat MiB | lstm remat MiB |" in markdown
+    assert "| 8 | 64 |" in markdown  # horizon = K * segment_len
 
 
 @pytest.mark.accelerator

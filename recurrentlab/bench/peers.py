@@ -106,16 +106,14 @@ def _adam(train: ml_collections.ConfigDict) -> optax.GradientTransformation:
 # --- torch ------------------------------------------------------------------------------------
 
 
-def run_torch(config: ml_collections.ConfigDict, vocab_size: int, *, warmup: int, repeats: int,
-              steps_per_repeat: int, threads: int) -> dict[str, Any]:
+def torch_lm(vocab_size: int, model: ml_collections.ConfigDict):
+    """The torch peer network: ``nn.Embedding`` -> ``nn.LSTM(num_layers)`` -> ``nn.Linear``.
+
+    ``forward(tokens Long[b, w], (h0, c0) [layers, b, h]) -> (logits [b, w, v], (h, c))``.
+    """
     import torch
 
-    shapes = lstm_shapes(config.model)
-    t = config.train
-    device = "cuda" if torch.cuda.is_available() and jax.default_backend() == "gpu" else "cpu"
-    if device == "cpu":
-        torch.set_num_threads(threads)
-    torch.manual_seed(config.seed)
+    shapes = lstm_shapes(model)
     e, h, layers = shapes["embed_dim"], shapes["sizes"][0], len(shapes["sizes"])
 
     class TorchLM(torch.nn.Module):
@@ -131,7 +129,21 @@ def run_torch(config: ml_collections.ConfigDict, vocab_size: int, *, warmup: int
             out, state = self.lstm(self.embedding(x), state)
             return self.decoder(out), state
 
-    model = TorchLM().to(device)
+    return TorchLM()
+
+
+def run_torch(config: ml_collections.ConfigDict, vocab_size: int, *, warmup: int, repeats: int,
+              steps_per_repeat: int, threads: int) -> dict[str, Any]:
+    import torch
+
+    shapes = lstm_shapes(config.model)
+    t = config.train
+    device = "cuda" if torch.cuda.is_available() and jax.default_backend() == "gpu" else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(threads)
+    torch.manual_seed(config.seed)
+    h, layers = shapes["sizes"][0], len(shapes["sizes"])
+    model = torch_lm(vocab_size, config.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.b1, t.b2), eps=t.eps)
     batch = measure.random_batch(config, vocab_size, seed=config.seed)
     x = torch.from_numpy(batch["inputs"].astype(np.int64)).to(device)
