@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from recurrentlab.cli import main
 from recurrentlab.errors import ConfigError
 from recurrentlab.sweep.runner import last_error_line, read_manifest, run_sweep
 from recurrentlab.sweep.spec import RunSpec
@@ -66,14 +67,18 @@ def results(sweep_dir: Path) -> dict:
     return out
 
 
-def test_submitit_sweep_equals_local_sweep(tmp_path, child_env):
+def test_submitit_sweep_equals_local_sweep(tmp_path, child_env, monkeypatch):
     spec = tmp_path / "sweep.py"
     spec.write_text(SWEEP_FILE)
     quiet = lambda line: None
 
     local = run_sweep(str(spec), tmp_path / "local", parallel=2, launcher="local", echo=quiet)
-    launcher = SubmititLauncher(parallel=2, cluster="local", poll_seconds=0.2)
-    cluster = run_sweep(str(spec), tmp_path / "cluster", launcher=launcher, echo=quiet)
+    # the command line's way in: 'recurrentlab sweep ... --launcher submitit'
+    monkeypatch.setenv("RECURRENTLAB_SUBMITIT_CLUSTER", "local")  # no Slurm here, to be sure
+    assert main(["sweep", str(spec), "--workdir", str(tmp_path / "cluster"),
+                 "--launcher", "submitit", "--parallel", "2"]) == 0
+    cluster = read_manifest(tmp_path / "cluster")
+    assert cluster["launcher"] == "submitit"
 
     for manifest in (local, cluster):
         assert [r["status"] for r in manifest["runs"]] == ["finished", "finished"], manifest
@@ -87,6 +92,7 @@ def test_submitit_sweep_equals_local_sweep(tmp_path, child_env):
     assert "$ recurrentlab train" in log
 
     # a finished sweep is not run again through the cluster launcher either
+    launcher = SubmititLauncher(parallel=2, cluster="local", poll_seconds=0.2)
     again = run_sweep(str(spec), tmp_path / "cluster", launcher=launcher, echo=quiet)
     assert [r["status"] for r in again["runs"]] == ["finished", "finished"]
     assert results(tmp_path / "cluster") == b
