@@ -20,6 +20,24 @@ def _plain(value: Any) -> Any:
     return value if math.isfinite(value) else str(value)
 
 
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without torch.
+
+    tensorboardX imports torch, when installed, only to accept torch tensors; scalars need
+    none of it, and the import costs seconds in every training process.
+    """
+    if "torch" in sys.modules or "tensorboardX" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which it handles
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class MetricWriter:
     """Appends ``{"kind", "step", "time", ...metrics}`` lines and mirrors them to TensorBoard.
 
@@ -33,9 +51,7 @@ class MetricWriter:
         self.path = Path(workdir) / "metrics.jsonl"
         self._tb = None
         if is_main:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"), flush_secs=10)
+            self._tb = _summary_writer_class()(str(Path(workdir) / "tensorboard"), flush_secs=10)
         self._bar = None
         if is_main and progress_bar:
             self._bar = tqdm(total=total_steps, initial=start_step, file=sys.stderr,
