@@ -42,6 +42,7 @@ def test_bench_cli_writes_markdown_and_json_with_the_expected_columns(tmp_path):
     for column in ("model", "params", "tokens/s", "compile s", "peak MiB", "gen ms/token"):
         assert f"| {column} |" in header
     assert "memory_analysis" in markdown  # the table says where peak memory comes from
+    assert result["complete"] is True and "Partial" not in markdown
     (row,) = result["rows"]
     assert row["model"] == "lstm" and row["window"] == 8 and row["batch_size"] == 4
     for key in ("tokens_per_sec", "compile_s", "step_ms"):

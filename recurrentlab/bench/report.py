@@ -169,4 +169,6 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines = memory_markdown(result)
     else:
         lines = compile_markdown(result)
+    if not result.get("complete", True):
+        lines = ["**Partial: the bench is still running or stopped early.**", "", *lines]
     return "\n".join([*lines, "", *_environment(result["environment"]), ""])

@@ -75,7 +75,8 @@ def _shape(rc: ml_collections.ConfigDict) -> dict[str, int]:
             "remat": bool(t.remat), "scan_unroll": t.scan_unroll}
 
 
-def throughput(config: ml_collections.ConfigDict, log: Callable[[str], None]) -> dict[str, Any]:
+def throughput(config: ml_collections.ConfigDict, log: Callable[[str], None],
+               save: Callable[[dict], None]) -> dict[str, Any]:
     timing = {"warmup": config.warmup, "repeats": config.repeats,
               "steps_per_repeat": config.steps_per_repeat}
     rows = []
@@ -97,6 +98,7 @@ def throughput(config: ml_collections.ConfigDict, log: Callable[[str], None]) ->
                 measured["ratio"] = result["tokens_per_sec"] / measured["tokens_per_sec"]
             row["peers"][peer] = measured
         rows.append(row)
+        save({"rows": rows})
         log(f"[bench] {label}: {result['tokens_per_sec']:.0f} tokens/s")
     return {"rows": rows}
 
@@ -107,8 +109,8 @@ def _slope(xs: list[float], ys: list[float]) -> float:
     return float(np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)[0])
 
 
-def memory_vs_horizon(config: ml_collections.ConfigDict,
-                      log: Callable[[str], None]) -> dict[str, Any]:
+def memory_vs_horizon(config: ml_collections.ConfigDict, log: Callable[[str], None],
+                      save: Callable[[dict], None]) -> dict[str, Any]:
     rows, summary = [], []
     for label, entry in config.entries.items():
         per_remat = {}
@@ -139,6 +141,7 @@ def memory_vs_horizon(config: ml_collections.ConfigDict,
                 item[f"{name}_growth"] = data["peaks"][-1] / data["peaks"][0]
             item[f"{name}_per_segment_over_carry"] = data["bytes_per_segment"] / max(carry, 1)
         summary.append(item)
+        save({"rows": rows, "summary": summary})
     return {"rows": rows, "summary": summary}
 
 
@@ -150,8 +153,10 @@ def _expand(patterns) -> list[str]:
     return paths
 
 
-def compile_time(config: ml_collections.ConfigDict, log: Callable[[str], None]) -> dict[str, Any]:
+def compile_time(config: ml_collections.ConfigDict, log: Callable[[str], None],
+                 save: Callable[[dict], None]) -> dict[str, Any]:
     by_k, unroll, run_configs = [], [], []
+    partial = {"by_segments": by_k, "unroll": unroll, "run_configs": run_configs}
     for label, entry in config.entries.items():
         row = {"label": label, "model": entry.model.name, "compile_s": {}, "peak_bytes": {}}
         for k in config.compile_segments:
@@ -165,6 +170,7 @@ def compile_time(config: ml_collections.ConfigDict, log: Callable[[str], None]) 
         times = list(row["compile_s"].values())
         row["max_over_min"] = max(times) / min(times)
         by_k.append(row)
+        save(partial)
     timing = {"warmup": config.warmup, "repeats": config.repeats,
               "steps_per_repeat": config.steps_per_repeat}
     for label, entry in config.entries.items():
@@ -182,6 +188,7 @@ def compile_time(config: ml_collections.ConfigDict, log: Callable[[str], None]) 
                 item = {"compile_s": r["compile"]["total_s"]}
             unroll.append({"label": label, "model": entry.model.name, "scan_unroll": int(u),
                            "bptt_segments": int(config.unroll_segments), **item})
+            save(partial)
     for path in _expand(config.run_configs):
         rc = load_config_file(path)
         log(f"[bench] {path}: compile on abstract inputs")
@@ -191,7 +198,8 @@ def compile_time(config: ml_collections.ConfigDict, log: Callable[[str], None]) 
             "compile_s": r["compile"]["total_s"], "lower_s": r["compile"]["lower_s"],
             "peak_bytes": (r["memory"] or {}).get("peak"),
             "within_budget": r["compile"]["total_s"] < config.compile_budget_s})
-    return {"by_segments": by_k, "unroll": unroll, "run_configs": run_configs}
+        save(partial)
+    return partial
 
 
 _KIND_FUNCTIONS = {"throughput": throughput, "memory_vs_horizon": memory_vs_horizon,
@@ -200,7 +208,11 @@ _KIND_FUNCTIONS = {"throughput": throughput, "memory_vs_horizon": memory_vs_hori
 
 def run_bench(config: ml_collections.ConfigDict, out: str | Path | None = None, *,
               log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run ``config``; with ``out``, write ``out/bench.md`` and ``out/bench.json``."""
+    """Run ``config``; with ``out``, write ``out/bench.md`` and ``out/bench.json``.
+
+    The files are rewritten after every measured row, so a long bench that stops early keeps
+    what it measured (``"complete": false`` in the JSON until the end).
+    """
     if config.kind not in KINDS:
         raise ConfigError(f"bench kind '{config.kind}' unknown; use one of {', '.join(KINDS)}")
     if config.kind != "compile_time" and not config.entries:
@@ -208,13 +220,22 @@ def run_bench(config: ml_collections.ConfigDict, out: str | Path | None = None, 
     unknown = [p for p in config.peers if p not in peers.PEERS]
     if unknown:
         raise ConfigError(f"unknown peer(s) {unknown}; known: {', '.join(peers.PEERS)}")
-    result = {"kind": config.kind, "config": config.to_dict(), "environment": environment(config)}
-    result.update(_KIND_FUNCTIONS[config.kind](config, log))
-    if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bench.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
-        (out / "bench.md").write_text(to_markdown(result))
+    result = {"kind": config.kind, "config": config.to_dict(), "environment": environment(config),
+              "complete": False}
+
+    def save(partial: dict[str, Any]) -> None:
+        if out is None:
+            return
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        current = {**result, **partial}
+        (folder / "bench.json").write_text(
+            json.dumps(current, indent=2, default=_json_default) + "\n")
+        (folder / "bench.md").write_text(to_markdown(current))
+
+    result.update(_KIND_FUNCTIONS[config.kind](config, log, save))
+    result["complete"] = True
+    save({})
     return result
 
 
