@@ -1,7 +1,7 @@
-"""Models: every one follows the carry contract in ``base.py`` and is built by name."""
+"""Models: every one follows the carry contract in ``base.py`` and is built by name.
 
-import importlib
-import importlib.util
+    from recurrentlab.models import SHARNN, build_model, model_config
+"""
 
 from recurrentlab.models.base import (
     Carry,
@@ -13,15 +13,22 @@ from recurrentlab.models.base import (
     registered_models,
     reset_carry,
 )
-
-_MODEL_MODULES = ("lstm", "transformer", "transformer_xl", "rmt", "sha_rnn", "ntm")
-for _module in _MODEL_MODULES:
-    if importlib.util.find_spec(f"recurrentlab.models.{_module}") is not None:
-        importlib.import_module(f"recurrentlab.models.{_module}")
+from recurrentlab.models.lstm import LSTM
+from recurrentlab.models.ntm import NTM
+from recurrentlab.models.rmt import RMT
+from recurrentlab.models.sha_rnn import SHARNN
+from recurrentlab.models.transformer import Transformer
+from recurrentlab.models.transformer_xl import TransformerXL
 
 __all__ = [
+    "LSTM",
+    "NTM",
+    "RMT",
+    "SHARNN",
     "Carry",
     "SequenceModel",
+    "Transformer",
+    "TransformerXL",
     "build_model",
     "model_class",
     "model_config",
