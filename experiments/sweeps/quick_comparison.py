@@ -76,8 +76,9 @@ def get_config(arg: str | None = None):
 
 
 def get_sweep(arg: str | None = None):
-    """``arg``: None (all six models), or ``"memory"``: NTM, RMT and SHA-RNN at 12 steps, for
-    the memory inspection notebook."""
-    if arg == "memory":
-        return tiny(sweep("config_arg", ["ntm", "rmt", "sha_rnn"]))
+    """``arg``: None (all six models), or ``"memory"``: NTM, RMT and SHA-RNN at 12 steps on
+    2-segment windows, for the memory inspection notebook."""
+    if arg == "memory":  # windows of 2 segments: less to compile
+        return [{**run, "train.bptt_segments": 2}
+                for run in tiny(sweep("config_arg", ["ntm", "rmt", "sha_rnn"]))]
     return sweep("config_arg", list(MODELS))
