@@ -57,7 +57,8 @@ def test_eval_and_sample_use_the_checkpoint(trained):
         (["--config.train.segment_len=0"], "train.segment_len must be a positive integer"),
         (["--config.train.bptt_segments=0"], "train.bptt_segments must be a positive integer"),
         (["--config.model.hiden_dim=3"], "did you mean 'model.hidden_dim'?"),
-        (["--config.data.name=enwik8"], "dataset 'enwik8' has no field"),
+        (["--config.data.nme=enwik8"], "unknown config key 'data.nme'; did you mean 'data.name'?"),
+        (["--config.data.name=enwik8"], "enwik8 not found at 'data/enwik8'; download"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
