@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,10 @@ from recurrentlab.sweep.runner import read_manifest
 METRIC_ORDER = ("bits_per_byte", "bits_per_char", "bits_per_token", "loss", "accuracy",
                 "exact_match", "bit_errors")
 HIGHER_IS_BETTER = ("accuracy", "exact_match")
-IGNORED_FIELDS = ("train.progress_bar",)  # fields that never change a result
+# Bookkeeping fields that never change a result: not columns unless the sweep varies them.
+IGNORED_FIELDS = ("train.progress_bar", "train.log_every", "train.eval_every",
+                  "train.checkpoint_every", "train.keep_checkpoints", "mesh.data_axis")
+MAX_PLOTS_PER_METRIC = 4  # a folder of unrelated runs (no manifest) must not make dozens
 RUN_INFO = ("tokens_per_sec", "train_seconds", "compile_seconds", "num_params", "step")
 
 
@@ -164,7 +168,7 @@ def varying_fields(configs: list[dict[str, Any]], swept: list[str]) -> list[str]
     keys.extend(k for k in swept if k not in keys)
     out = []
     for key in keys:
-        if key in IGNORED_FIELDS:
+        if key in IGNORED_FIELDS and key not in swept:
             continue
         values = {repr(c.get(key, None)) for c in configs}
         everywhere = all(key in c for c in configs)
@@ -180,7 +184,8 @@ def load_results(sweep_dir: str | Path, aggregate: bool = True) -> pd.DataFrame:
     if not runs:
         raise FileNotFoundError(f"{sweep_dir} holds no runs (no */config.json)")
     configs = [_flat(json.loads((r["workdir"] / "config.json").read_text())) for r in runs]
-    fields = varying_fields(configs, swept_fields(sweep_dir))
+    swept = swept_fields(sweep_dir)
+    fields = varying_fields(configs, swept)
     rows = []
     for run, config in zip(runs, configs, strict=True):
         row = {"run": run["name"], "status": run["status"]}
@@ -194,9 +199,12 @@ def load_results(sweep_dir: str | Path, aggregate: bool = True) -> pd.DataFrame:
                          columns=columns)
     table.attrs["fields"] = fields
     table.attrs["metrics"] = metrics
+    table.attrs["swept"] = [f for f in swept if f in fields]
     if not aggregate:
         return table
-    return aggregate_seeds(table, fields, [*metrics, *RUN_INFO])
+    out = aggregate_seeds(table, fields, [*metrics, *RUN_INFO])
+    out.attrs["swept"] = [f for f in table.attrs["swept"] if f != "seed"]
+    return out
 
 
 def aggregate_seeds(table: pd.DataFrame, fields: list[str], values: list[str]) -> pd.DataFrame:
@@ -302,7 +310,9 @@ def plot_results(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fields = table.attrs.get("fields", [])
-    numeric = [f for f in fields if len(set(_present(table[f]))) > 1 and _numeric(table[f])]
+    swept = table.attrs.get("swept") or fields
+    numeric = [f for f in fields if f in swept and len(set(_present(table[f]))) > 1
+               and _numeric(table[f])][:MAX_PLOTS_PER_METRIC]
     paths = []
     for metric in headline_metrics(table):
         std = table.get(f"{metric}_std")
@@ -337,7 +347,9 @@ def plot_results(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                 name = f"{metric}_vs_{_slug(x)}.png"
             ax.set_ylabel(metric)
             ax.grid(alpha=0.3)
-            fig.tight_layout()
+            with warnings.catch_warnings():  # long labels: keep the figure as it is
+                warnings.simplefilter("ignore", UserWarning)
+                fig.tight_layout()
             path = out_dir / name
             fig.savefig(path, dpi=100)
             plt.close(fig)
