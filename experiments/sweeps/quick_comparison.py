@@ -76,9 +76,10 @@ def get_config(arg: str | None = None):
 
 
 def get_sweep(arg: str | None = None):
-    """``arg``: None (all six models), or ``"memory"``: NTM, RMT and SHA-RNN at 12 steps on
+    """``arg``: None (all six models), or ``"memory"``: NTM, RMT and SHA-RNN for 4 steps on
     2-segment windows, for the memory inspection notebook."""
-    if arg == "memory":  # windows of 2 segments: less to compile
-        return [{**run, "train.bptt_segments": 2}
+    if arg == "memory":  # 4 steps on windows of 2 segments: the pictures, not the learning
+        return [{**run, "train.bptt_segments": 2, "train.num_steps": 4,
+                 "train.checkpoint_every": 4, "train.log_every": 2}
                 for run in tiny(sweep("config_arg", ["ntm", "rmt", "sha_rnn"]))]
     return sweep("config_arg", list(MODELS))
