@@ -42,7 +42,8 @@ class MetricWriter:
     """Appends ``{"kind", "step", "time", ...metrics}`` lines and mirrors them to TensorBoard.
 
     ``metrics.jsonl`` is only appended to: a resumed run adds a ``{"kind": "resume"}`` line
-    and re-logs steps after its checkpoint; readers keep the last record per (kind, step).
+    and re-logs steps after its checkpoint; readers keep the last record per (kind, step,
+    split).
     """
 
     def __init__(self, workdir: Path, *, total_steps: int, start_step: int, progress_bar: bool,
@@ -84,11 +85,11 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
-    """The records of ``metrics.jsonl``, last one per (kind, step), in step order."""
+    """The records of ``metrics.jsonl``, last one per (kind, step, split), in step order."""
     path = Path(workdir) / "metrics.jsonl"
     if not path.exists():
         return []
-    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    latest: dict[tuple[str, int, str], dict[str, Any]] = {}
     for line in path.read_text().splitlines():
         if not line.strip():
             continue
@@ -98,5 +99,5 @@ def read_metrics(workdir: str | Path, kind: str | None = None) -> list[dict[str,
             continue  # a line cut by a kill; the step is re-logged after resume
         if record.get("kind") == "resume" or (kind and record.get("kind") != kind):
             continue
-        latest[(record["kind"], record["step"])] = record
-    return [latest[k] for k in sorted(latest, key=lambda k: (k[1], k[0]))]
+        latest[(record["kind"], record["step"], str(record.get("split", "")))] = record
+    return [latest[k] for k in sorted(latest, key=lambda k: (k[1], k[0], k[2]))]
