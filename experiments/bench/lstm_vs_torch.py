@@ -27,7 +27,7 @@ def get_config(arg: str | None = None):
     tiny = arg == "tiny"
     c = bench_config("throughput")
     c.vocab_size = 256  # bytes: softmax over 256
-    c.warmup = 2  # untimed steps after compilation
+    c.warmup = 1  # untimed repeats after compilation
     c.repeats = 2 if tiny else 5  # timed repeats, median reported
     c.steps_per_repeat = 1 if tiny else 2  # steps per repeat
     c.generate_tokens = 3 if tiny else 16  # timed greedy tokens

@@ -51,7 +51,7 @@ def get_config(arg: str | None = None):
         raise ValueError(f"unknown size '{size}'; use one of {', '.join(SHAPES)}")
     c = bench_config("throughput")
     c.vocab_size = 256  # bytes
-    c.warmup = 2  # untimed steps after compilation
+    c.warmup = 1  # untimed repeats after compilation
     c.repeats = 3 if size == "small" else 2  # timed repeats, median reported
     c.steps_per_repeat = 2  # steps per repeat
     c.generate_tokens = 16 if size == "small" else 3  # timed greedy tokens per model

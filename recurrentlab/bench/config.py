@@ -22,8 +22,8 @@ def bench_config(kind: str = "throughput") -> ml_collections.ConfigDict:
     c.kind = kind  # throughput | memory_vs_horizon | compile_time
     c.seed = 0  # parameters and the random token windows
     c.vocab_size = 256  # byte-level vocabulary
-    c.warmup = 2  # untimed steps after compilation
-    c.repeats = 5  # timed repeats; the median is reported
+    c.warmup = 2  # untimed repeats after compilation
+    c.repeats = 5  # timed repeats (interleaved with the peers'); the median is reported
     c.steps_per_repeat = 2  # train steps per timed repeat (one block_until_ready at its end)
     c.generate_tokens = 16  # timed greedy tokens for generation latency; 0 skips it
     c.threads = 0  # torch CPU threads; 0 = the CPUs XLA's own pool uses (sched_getaffinity)

@@ -169,63 +169,91 @@ def compile_only(config: ml_collections.ConfigDict, vocab_size: int) -> dict[str
             "param_bytes": nbytes(state["params"])}
 
 
-def median_time(fn: Callable[[], Any], *, warmup: int, repeats: int) -> tuple[float, list[float]]:
-    """Median wall time of ``fn`` (which must block until its work is done) over ``repeats``."""
+def interleaved_times(runs: dict[str, Callable[[], Any]], *, warmup: int, repeats: int
+                      ) -> dict[str, list[float]]:
+    """Wall times of each of ``runs`` (callables that block until done), interleaved.
+
+    After ``warmup`` untimed calls of each, repeat ``r`` times one call of every run, starting
+    the round at a different run each time, so load from other processes on a shared machine
+    falls on all of them alike and their ratios stay meaningful.
+    """
+    names = list(runs)
     for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+        for name in names:
+            runs[name]()
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            runs[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def rate(times: list[float], *, tokens_per_run: int, steps_per_run: int) -> dict[str, Any]:
+    """Tokens/s and ms per step from the median of ``times``."""
+    seconds = statistics.median(times)
+    return {"tokens_per_sec": tokens_per_run / seconds, "step_ms": 1e3 * seconds / steps_per_run,
+            "repeat_seconds": list(times)}
+
+
+class PreparedTrain:
+    """A compiled train step ready to time: ``run()`` does ``steps_per_repeat`` steps.
+
+    Each ``run()`` feeds the state forward as training does and ends with
+    ``jax.block_until_ready``. ``info`` holds compile times, parameters and peak memory;
+    ``model()`` is the model with the current parameters.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, vocab_size: int, *,
+                 steps_per_repeat: int):
+        placement = Placement.from_config(config)
+        model = build_model(config.model, vocab_size=vocab_size, seed=config.seed)
+        tx = make_optimizer(config.train)
+        graphdef, state, rest, fresh_carry = init_train_state(model, config, tx, placement)
+        batch = placement.batch(random_batch(config, vocab_size, seed=config.seed))
+        step = make_train_step(graphdef, config, tx)
+        self.compiled, times = compile_step(step, (state, rest, fresh_carry, batch))
+        self._args = (rest, fresh_carry, batch)
+        self._graphdef, self._state = graphdef, state
+        self.steps_per_repeat = steps_per_repeat
+        self.tokens_per_run = tokens_per_step(config) * steps_per_repeat
+        self.info = {"compile_s": times["total_s"], "compile": times,
+                     "params": count_params(state["params"])}
+
+    def run(self) -> None:
+        s = self._state
+        for _ in range(self.steps_per_repeat):
+            s, metrics = self.compiled(s, *self._args)
+        jax.block_until_ready((s, metrics))
+        self._state = s
+
+    def memory(self) -> dict[str, Any]:
+        """Peak memory, after the runs (the device high-water mark includes them)."""
+        memory = memory_analysis_bytes(self.compiled)
+        device_peak = device_peak_bytes()
+        out = {"memory_analysis": memory, "device_peak_bytes": device_peak}
+        if device_peak is not None:
+            out["peak_bytes"], out["peak_source"] = device_peak, "peak_bytes_in_use"
+        elif memory is not None:
+            out["peak_bytes"], out["peak_source"] = memory["peak"], "memory_analysis"
+        else:
+            out["peak_bytes"], out["peak_source"] = None, "unavailable"
+        return out
+
+    def model(self) -> nnx.Module:
+        return nnx.merge(self._graphdef, self._state["params"], self._args[0])
 
 
 def measure_train(config: ml_collections.ConfigDict, vocab_size: int, *, warmup: int,
-                  repeats: int, steps_per_repeat: int) -> dict[str, Any]:
-    """Compile and run ``config``'s train step; tokens/s is the median over timed repeats.
-
-    Each repeat runs ``steps_per_repeat`` steps, feeding the state forward as training does,
-    and ends with ``jax.block_until_ready``. Returns the measurement and the final model.
-    """
-    placement = Placement.from_config(config)
-    model = build_model(config.model, vocab_size=vocab_size, seed=config.seed)
-    tx = make_optimizer(config.train)
-    graphdef, state, rest, fresh_carry = init_train_state(model, config, tx, placement)
-    batch = placement.batch(random_batch(config, vocab_size, seed=config.seed))
-    step = make_train_step(graphdef, config, tx)
-    compiled, times = compile_step(step, (state, rest, fresh_carry, batch))
-    holder = {"state": state}
-
-    def run():
-        s = holder["state"]
-        for _ in range(steps_per_repeat):
-            s, metrics = compiled(s, rest, fresh_carry, batch)
-        jax.block_until_ready((s, metrics))
-        holder["state"] = s
-
-    seconds, all_times = median_time(run, warmup=warmup, repeats=repeats)
-    memory = memory_analysis_bytes(compiled)
-    device_peak = device_peak_bytes()
-    tokens = tokens_per_step(config) * steps_per_repeat
-    result = {
-        "tokens_per_sec": tokens / seconds,
-        "step_ms": 1e3 * seconds / steps_per_repeat,
-        "repeat_seconds": all_times,
-        "compile_s": times["total_s"],
-        "compile": times,
-        "params": count_params(holder["state"]["params"]),
-        "memory_analysis": memory,
-        "device_peak_bytes": device_peak,
-    }
-    if device_peak is not None:
-        result["peak_bytes"], result["peak_source"] = device_peak, "peak_bytes_in_use"
-    elif memory is not None:
-        result["peak_bytes"], result["peak_source"] = memory["peak"], "memory_analysis"
-    else:
-        result["peak_bytes"], result["peak_source"] = None, "unavailable"
-    trained = nnx.merge(graphdef, holder["state"]["params"], rest)
-    return result, trained
+                  repeats: int, steps_per_repeat: int) -> tuple[dict[str, Any], nnx.Module]:
+    """Compile and time ``config``'s train step alone: ``(measurement, trained model)``."""
+    prepared = PreparedTrain(config, vocab_size, steps_per_repeat=steps_per_repeat)
+    times = interleaved_times({"step": prepared.run}, warmup=warmup, repeats=repeats)
+    result = {**rate(times["step"], tokens_per_run=prepared.tokens_per_run,
+                     steps_per_run=steps_per_repeat), **prepared.info, **prepared.memory()}
+    return result, prepared.model()
 
 
 def generation_latency(model: nnx.Module, *, segment_len: int, tokens: int, vocab_size: int,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 from typing import Any
 
 import jax
@@ -87,16 +86,22 @@ def available(peer: str) -> str | None:
     return None
 
 
-def _timed_loop(step_once, *, warmup: int, repeats: int, steps_per_repeat: int, tokens: int,
-                sync=lambda: None) -> dict[str, Any]:
-    def run():
-        for _ in range(steps_per_repeat):
-            step_once()
-        sync()
+class PreparedPeer:
+    """A peer's train step ready to time: ``run()`` does ``steps_per_repeat`` steps and waits
+    for them; ``info`` holds what is known before timing; ``memory()`` what is known after."""
 
-    seconds, times = measure.median_time(run, warmup=warmup, repeats=repeats)
-    return {"tokens_per_sec": tokens * steps_per_repeat / seconds,
-            "step_ms": 1e3 * seconds / steps_per_repeat, "repeat_seconds": times}
+    def __init__(self, step_once, *, steps_per_repeat: int, tokens_per_step: int,
+                 sync=lambda: None, info: dict[str, Any] | None = None, memory=dict):
+        self._step_once, self._sync = step_once, sync
+        self.steps_per_repeat = steps_per_repeat
+        self.tokens_per_run = tokens_per_step * steps_per_repeat
+        self.info = dict(info or {})
+        self.memory = memory
+
+    def run(self) -> None:
+        for _ in range(self.steps_per_repeat):
+            self._step_once()
+        self._sync()
 
 
 def _adam(train: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -132,8 +137,8 @@ def torch_lm(vocab_size: int, model: ml_collections.ConfigDict):
     return TorchLM()
 
 
-def run_torch(config: ml_collections.ConfigDict, vocab_size: int, *, warmup: int, repeats: int,
-              steps_per_repeat: int, threads: int) -> dict[str, Any]:
+def prepare_torch(config: ml_collections.ConfigDict, vocab_size: int, *, steps_per_repeat: int,
+                  threads: int) -> PreparedPeer:
     import torch
 
     shapes = lstm_shapes(config.model)
@@ -159,16 +164,18 @@ def run_torch(config: ml_collections.ConfigDict, vocab_size: int, *, warmup: int
         opt.step()
         holder["state"] = (state[0].detach(), state[1].detach())
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    result = _timed_loop(step_once, warmup=warmup, repeats=repeats,
-                         steps_per_repeat=steps_per_repeat,
-                         tokens=measure.tokens_per_step(config), sync=sync)
-    result["device"] = "cuda (cuDNN)" if device == "cuda" else f"cpu, {threads} threads"
-    result["params"] = int(sum(p.numel() for p in model.parameters()))
-    if device == "cuda":
-        result["peak_bytes"] = int(torch.cuda.max_memory_allocated())
-        result["peak_source"] = "torch.cuda.max_memory_allocated"
-    return result
+    def memory():
+        if device != "cuda":
+            return {}
+        return {"peak_bytes": int(torch.cuda.max_memory_allocated()),
+                "peak_source": "torch.cuda.max_memory_allocated"}
+
+    info = {"device": "cuda (cuDNN)" if device == "cuda" else f"cpu, {threads} threads",
+            "params": int(sum(p.numel() for p in model.parameters()))}
+    return PreparedPeer(step_once, steps_per_repeat=steps_per_repeat,
+                        tokens_per_step=measure.tokens_per_step(config),
+                        sync=torch.cuda.synchronize if device == "cuda" else (lambda: None),
+                        info=info, memory=memory)
 
 
 # --- jax peers --------------------------------------------------------------------------------
@@ -199,8 +206,7 @@ def _mean_xent(logits, targets):
     return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
 
 
-def _jax_peer_loop(loss_fn, params, carry, config, vocab_size, *, warmup, repeats,
-                   steps_per_repeat) -> dict[str, Any]:
+def _jax_peer(loss_fn, params, carry, config, vocab_size, *, steps_per_repeat) -> PreparedPeer:
     """Jit ``loss_fn(params, carry, x, y) -> (loss, carry)`` into an Adam step and time it."""
     tx = _adam(config.train)
 
@@ -219,19 +225,20 @@ def _jax_peer_loop(loss_fn, params, carry, config, vocab_size, *, warmup, repeat
         p, o, c, loss = compiled(holder["params"], holder["opt_state"], holder["carry"], x, y)
         holder.update(params=p, opt_state=o, carry=c, loss=loss)
 
-    result = _timed_loop(step_once, warmup=warmup, repeats=repeats,
-                         steps_per_repeat=steps_per_repeat,
-                         tokens=measure.tokens_per_step(config),
-                         sync=lambda: jax.block_until_ready(holder))
-    result["compile_s"] = times["total_s"]
-    result["params"] = measure.count_params(params)
-    memory = measure.memory_analysis_bytes(compiled)
-    if memory is not None:
-        result["peak_bytes"], result["peak_source"] = memory["peak"], "memory_analysis"
-    return result
+    def memory():
+        analysis = measure.memory_analysis_bytes(compiled)
+        return {} if analysis is None else {"peak_bytes": analysis["peak"],
+                                            "peak_source": "memory_analysis"}
+
+    return PreparedPeer(step_once, steps_per_repeat=steps_per_repeat,
+                        tokens_per_step=measure.tokens_per_step(config),
+                        sync=lambda: jax.block_until_ready(holder),
+                        info={"compile_s": times["total_s"],
+                              "params": measure.count_params(params)}, memory=memory)
 
 
-def run_flax(config: ml_collections.ConfigDict, vocab_size: int, **timing) -> dict[str, Any]:
+def prepare_flax(config: ml_collections.ConfigDict, vocab_size: int, *,
+                 steps_per_repeat: int) -> PreparedPeer:
     shapes = lstm_shapes(config.model)
     model = FlaxLSTMStack(vocab_size, shapes["embed_dim"], shapes["sizes"],
                           rngs=nnx.Rngs(config.seed))
@@ -243,10 +250,12 @@ def run_flax(config: ml_collections.ConfigDict, vocab_size: int, **timing) -> di
         logits, carry = nnx.merge(graphdef, params, rest)(x, carry)
         return _mean_xent(logits, y), carry
 
-    return _jax_peer_loop(loss_fn, params, carry, config, vocab_size, **timing)
+    return _jax_peer(loss_fn, params, carry, config, vocab_size,
+                     steps_per_repeat=steps_per_repeat)
 
 
-def run_jax_rnn(config: ml_collections.ConfigDict, vocab_size: int, **timing) -> dict[str, Any]:
+def prepare_jax_rnn(config: ml_collections.ConfigDict, vocab_size: int, *,
+                    steps_per_repeat: int) -> PreparedPeer:
     from jax.experimental import rnn
 
     shapes = lstm_shapes(config.model)
@@ -270,26 +279,36 @@ def run_jax_rnn(config: ml_collections.ConfigDict, vocab_size: int, **timing) ->
         logits = out @ params["decoder"] + params["bias"]
         return _mean_xent(logits, y), (h_n, c_n)
 
-    return _jax_peer_loop(loss_fn, params, carry, config, vocab_size, **timing)
+    return _jax_peer(loss_fn, params, carry, config, vocab_size,
+                     steps_per_repeat=steps_per_repeat)
+
+
+def prepare_peer(peer: str, config: ml_collections.ConfigDict, vocab_size: int, *,
+                 steps_per_repeat: int, threads: int):
+    """``peer`` compiled/built on ``config``'s shapes and ready to time, or why it cannot run."""
+    reason = available(peer) or applies(peer, config.model)
+    if reason is not None:
+        return reason
+    if peer == "torch":
+        return prepare_torch(config, vocab_size, steps_per_repeat=steps_per_repeat,
+                             threads=threads)
+    if peer == "flax":
+        return prepare_flax(config, vocab_size, steps_per_repeat=steps_per_repeat)
+    if peer == "jax_rnn":
+        return prepare_jax_rnn(config, vocab_size, steps_per_repeat=steps_per_repeat)
+    # lstm_scan: the same model and trainer step, autodiff through lax.scan
+    scan_config = ml_collections.ConfigDict(config.to_dict())
+    scan_config.model.custom_vjp = False
+    return measure.PreparedTrain(scan_config, vocab_size, steps_per_repeat=steps_per_repeat)
 
 
 def run_peer(peer: str, config: ml_collections.ConfigDict, vocab_size: int, *, warmup: int,
              repeats: int, steps_per_repeat: int, threads: int) -> dict[str, Any]:
-    """Measure ``peer`` on ``config``'s shapes: ``{"tokens_per_sec", ...}`` or ``{"skipped"}``."""
-    reason = available(peer) or applies(peer, config.model)
-    if reason is not None:
-        return {"skipped": reason}
-    timing = {"warmup": warmup, "repeats": repeats, "steps_per_repeat": steps_per_repeat}
-    start = time.perf_counter()
-    if peer == "torch":
-        result = run_torch(config, vocab_size, threads=threads, **timing)
-    elif peer == "flax":
-        result = run_flax(config, vocab_size, **timing)
-    elif peer == "jax_rnn":
-        result = run_jax_rnn(config, vocab_size, **timing)
-    else:  # lstm_scan: the same model and trainer step, autodiff through lax.scan
-        scan_config = ml_collections.ConfigDict(config.to_dict())
-        scan_config.model.custom_vjp = False
-        result, _ = measure.measure_train(scan_config, vocab_size, **timing)
-    result["wall_s"] = time.perf_counter() - start
-    return result
+    """Measure ``peer`` alone: ``{"tokens_per_sec", ...}`` or ``{"skipped": reason}``."""
+    prepared = prepare_peer(peer, config, vocab_size, steps_per_repeat=steps_per_repeat,
+                            threads=threads)
+    if isinstance(prepared, str):
+        return {"skipped": prepared}
+    times = measure.interleaved_times({peer: prepared.run}, warmup=warmup, repeats=repeats)
+    return {**measure.rate(times[peer], tokens_per_run=prepared.tokens_per_run,
+                           steps_per_run=steps_per_repeat), **prepared.info, **prepared.memory()}

@@ -73,11 +73,14 @@ def throughput_markdown(result: dict[str, Any]) -> list[str]:
     lines.append("Tokens/s: the full train step (K-segment scan, gradients, Adam update), median "
                  f"of {result['config']['repeats']} repeats of "
                  f"{result['config']['steps_per_repeat']} steps after "
-                 f"{result['config']['warmup']} warmup steps, each repeat ending in "
-                 "`block_until_ready`. Compile s: lowering + XLA compilation of the step, "
-                 "persistent compilation cache off. Gen ms/token: greedy decoding of one stream "
-                 "on `recurrentlab.sample`'s path (each token re-runs the partial segment from "
-                 "the last segment's carry), median per token after compilation.")
+                 f"{result['config']['warmup']} warmup repeats, each repeat ending in "
+                 "`block_until_ready`; a row's implementation and its peers are timed "
+                 "interleaved (one repeat of each per round, rotating the order), so load from "
+                 "other processes falls on all of them alike. Compile s: lowering + XLA "
+                 "compilation of the step, persistent compilation cache off. Gen ms/token: "
+                 "greedy decoding of one stream on `recurrentlab.sample`'s path (each token "
+                 "re-runs the partial segment from the last segment's carry), median per token "
+                 "after compilation.")
     lines.append("Ratios are ours ÷ peer tokens/s, the peer measured in the same run on the "
                  "same shapes (embedding → LSTM stack → linear decoder, Adam, no dropout).")
     skipped = sorted({f"{p}: {r['peers'][p]['skipped']}" for r in rows for p in r["peers"]

@@ -77,26 +77,39 @@ def _shape(rc: ml_collections.ConfigDict) -> dict[str, int]:
 
 def throughput(config: ml_collections.ConfigDict, log: Callable[[str], None],
                save: Callable[[dict], None]) -> dict[str, Any]:
-    timing = {"warmup": config.warmup, "repeats": config.repeats,
-              "steps_per_repeat": config.steps_per_repeat}
+    """Per entry: our train step and its peers, compiled first, then timed interleaved."""
+    steps = config.steps_per_repeat
     rows = []
     for label, entry in config.entries.items():
         rc = _entry_config(config, entry)
-        log(f"[bench] {label}: train step {_shape(rc)}")
-        result, model = measure.measure_train(rc, config.vocab_size, **timing)
-        row = {"label": label, "model": entry.model.name, **_shape(rc), **result}
-        if config.generate_tokens:
-            row["generation"] = measure.generation_latency(
-                model, segment_len=rc.train.segment_len, tokens=config.generate_tokens,
-                vocab_size=config.vocab_size, seed=config.seed)
-        row["peers"] = {}
+        log(f"[bench] {label}: compile the train step {_shape(rc)}")
+        ours = measure.PreparedTrain(rc, config.vocab_size, steps_per_repeat=steps)
+        prepared, skipped = {"ours": ours}, {}
         for peer in config.peers:
-            log(f"[bench] {label}: peer {peer}")
-            measured = peers.run_peer(peer, rc, config.vocab_size,
-                                      threads=torch_threads(config), **timing)
-            if "tokens_per_sec" in measured:
-                measured["ratio"] = result["tokens_per_sec"] / measured["tokens_per_sec"]
-            row["peers"][peer] = measured
+            log(f"[bench] {label}: prepare peer {peer}")
+            got = peers.prepare_peer(peer, rc, config.vocab_size, steps_per_repeat=steps,
+                                     threads=torch_threads(config))
+            if isinstance(got, str):
+                skipped[peer] = {"skipped": got}
+            else:
+                prepared[peer] = got
+        log(f"[bench] {label}: timing {', '.join(prepared)} interleaved")
+        times = measure.interleaved_times({k: v.run for k, v in prepared.items()},
+                                          warmup=config.warmup, repeats=config.repeats)
+        measured = {k: {**measure.rate(times[k], tokens_per_run=v.tokens_per_run,
+                                       steps_per_run=steps), **v.info, **v.memory()}
+                    for k, v in prepared.items()}
+        result = measured.pop("ours")
+        row = {"label": label, "model": entry.model.name, **_shape(rc), **result}
+        for m in measured.values():
+            m["ratio"] = result["tokens_per_sec"] / m["tokens_per_sec"]
+        row["peers"] = {p: measured.get(p) or skipped[p] for p in config.peers}
+        if config.generate_tokens:
+            log(f"[bench] {label}: generation latency")
+            row["generation"] = measure.generation_latency(
+                ours.model(), segment_len=rc.train.segment_len, tokens=config.generate_tokens,
+                vocab_size=config.vocab_size, seed=config.seed)
+        del prepared, ours
         rows.append(row)
         save({"rows": rows})
         log(f"[bench] {label}: {result['tokens_per_sec']:.0f} tokens/s")
