@@ -84,7 +84,7 @@ def throughput_markdown(result: dict[str, Any]) -> list[str]:
     lines.append("Ratios are ours ÷ peer tokens/s, the peer measured in the same run on the "
                  "same shapes (embedding → LSTM stack → linear decoder, Adam, no dropout).")
     skipped = sorted({f"{p}: {r['peers'][p]['skipped']}" for r in rows for p in r["peers"]
-                      if "skipped" in r["peers"][p]})
+                      if "skipped" in r["peers"][p] and p not in measured})
     if skipped:
         lines += ["", "Peers not measured:", *[f"- {s}" for s in skipped]]
     devices = sorted({r["peers"]["torch"]["device"] for r in rows
