@@ -29,7 +29,7 @@ def _environment(env: dict[str, Any]) -> list[str]:
         f"Backend {env['backend']} ({env['device']}), jax {env['jax']}, flax {env['flax']}, "
         f"torch {env['torch']}, {env['cpus_available']} CPUs available, "
         f"torch threads {env['torch_threads']}, XLA_FLAGS='{env['xla_flags']}', "
-        f"{env['date_utc']} UTC.",
+        f"{env['date_utc']} UTC, code {env.get('code_version', '?')}.",
         "",
         "Wall-clock numbers on a machine that may be running other work are noisy; compare the "
         "ratios measured within one run, not absolute numbers across runs.",

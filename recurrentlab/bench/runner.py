@@ -36,6 +36,7 @@ from recurrentlab.bench.config import KINDS
 from recurrentlab.bench.report import to_markdown
 from recurrentlab.config import load_config_file
 from recurrentlab.errors import ConfigError
+from recurrentlab.train.workdir import code_version
 
 
 def environment(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -49,6 +50,7 @@ def environment(config: ml_collections.ConfigDict) -> dict[str, Any]:
         "cpus_available": peers.jax_threads(),
         "torch_threads": torch_threads(config),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "code_version": code_version(),
     }
     for package in ("flax", "optax", "torch"):
         try:
