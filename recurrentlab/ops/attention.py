@@ -73,17 +73,7 @@ def attention_reference(
     ``bias`` (broadcastable to [b, h, t, l]) is added to the scaled scores before the mask:
     Transformer-XL's positional term enters here; -inf entries hide keys beyond ``spec``.
     """
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = jnp.einsum("bhtd,bhld->bhtl", q, k, preferred_element_type=jnp.float32) * scale
-    if bias is not None:
-        scores = scores + bias
-    visible = attention_mask(q.shape[2], k.shape[2], spec, kv_start)[:, None]
-    scores = jnp.where(visible, scores, -jnp.inf)
-    peak = jnp.max(scores, axis=-1, keepdims=True)
-    peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
-    weights = jnp.where(visible, jnp.exp(scores - peak), 0.0)
-    total = jnp.sum(weights, axis=-1, keepdims=True)
-    probs = weights / jnp.where(total > 0, total, 1.0)
+    probs = attention_probs(q, k, spec=spec, scale=scale, kv_start=kv_start, bias=bias)
     return jnp.einsum("bhtl,bhle->bhte", probs.astype(v.dtype), v)
 
 
@@ -117,12 +107,19 @@ def attention_probs(
     kv_start: Int[Array, " b"] | None = None,
     bias: Float[Array, "b h t l"] | None = None,
 ) -> Float[Array, "b h t l"]:
-    """The attention weights the reference computes; for pictures and for attention dropout."""
+    """The attention weights the reference computes; for pictures and for attention dropout.
+
+    A softmax over the visible keys of each row; a row with no visible key is all zeros (and
+    its gradient is zero, not NaN).
+    """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     scores = jnp.einsum("bhtd,bhld->bhtl", q, k, preferred_element_type=jnp.float32) * scale
     if bias is not None:
         scores = scores + bias
     visible = attention_mask(q.shape[2], k.shape[2], spec, kv_start)[:, None]
     scores = jnp.where(visible, scores, -jnp.inf)
-    probs = jax.nn.softmax(scores, axis=-1)
-    return jnp.where(visible, probs, 0.0)
+    peak = jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
+    peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
+    weights = jnp.where(visible, jnp.exp(jnp.where(visible, scores - peak, 0.0)), 0.0)
+    total = jnp.sum(weights, axis=-1, keepdims=True)
+    return weights / jnp.where(total > 0, total, 1.0)
