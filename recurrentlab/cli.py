@@ -40,16 +40,19 @@ def cmd_train(args, overrides) -> int:
 
 
 def cmd_eval(args, overrides) -> int:
+    from recurrentlab.config import config_hash
     from recurrentlab.train.evaluate import evaluate
-    from recurrentlab.train.trainer import load_trained
+    from recurrentlab.train.trainer import eval_model, load_trained
 
     config, dataset, model, step = load_trained(args.workdir, step=args.step, overrides=overrides)
+    model = eval_model(model, config, dataset.vocab_size)
     t = config.train
     metrics = evaluate(model, dataset, split=args.split, batch_size=config.eval.batch_size,
                        segment_len=config.eval.segment_len or t.segment_len,
                        window_segments=t.bptt_segments, max_windows=config.eval.max_windows)
     result = {"split": args.split, "step": step, "overrides": overrides, **metrics}
-    out = Path(args.workdir) / f"eval_{args.split}_step{step}.json"
+    variant = f"_{config_hash(config)}" if overrides else ""  # one file per evaluated config
+    out = Path(args.workdir) / f"eval_{args.split}_step{step}{variant}.json"
     if not out.exists():  # results already written are never overwritten
         out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ def base_config() -> ml_collections.ConfigDict:
     t.clip_norm = 0.0  # global-norm gradient clipping; 0 disables
     t.log_every = 50  # steps between metrics.jsonl / TensorBoard train records
     t.eval_every = 0  # steps between evaluations; 0 = only at the end
+    t.stop_when = ""  # e.g. "bit_errors<0.1": stop at the first periodic eval that meets it
     t.checkpoint_every = 500  # steps between checkpoints (and one at the end)
     t.keep_checkpoints = 2  # how many recent checkpoints to keep
     t.progress_bar = True  # tqdm progress bar on stderr
@@ -117,11 +119,21 @@ def _parse_value(text: str, current: Any) -> Any:
     return value
 
 
+# Groups that hold overrides of other fields: the command line may add entries to them
+# (``--config.data.eval_overrides.max_len=120``); the dataset / model checks the names.
+OPEN_GROUPS = ("data.eval_overrides", "eval.model_overrides")
+
+
 def apply_override(config: ml_collections.ConfigDict, dotted: str, text: str) -> None:
     """Set ``config.<dotted>`` from its command-line text, keeping the field's type."""
     parts = dotted.split(".")
     node = config
     for depth, part in enumerate(parts):
+        if (depth == len(parts) - 1 and ".".join(parts[:-1]) in OPEN_GROUPS
+                and isinstance(node, ml_collections.ConfigDict) and part not in node):
+            with node.unlocked():  # a new entry; its owner checks the name when it is used
+                node[part] = _parse_value(text, None)
+            return
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
             known = flat_keys(config)
             close = difflib.get_close_matches(dotted, known, n=1, cutoff=0.5)
@@ -206,10 +218,39 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"train.{name} must be >= 1, got {t[name]}")
     if t.eval_every < 0 or t.warmup_steps < 0 or t.clip_norm < 0 or t.weight_decay < 0:
         raise ConfigError("train.eval_every, warmup_steps, clip_norm and weight_decay must be >= 0")
+    if t.stop_when:
+        parse_stop_when(t.stop_when)
+        if not t.eval_every:
+            raise ConfigError(f"train.stop_when='{t.stop_when}' is checked at evaluations; "
+                              f"set train.eval_every > 0")
     if not config.model.get("name"):
         raise ConfigError("config.model.name is empty; start from recurrentlab.models.model_config")
     if not config.data.get("name"):
         raise ConfigError("config.data.name is empty; start from recurrentlab.data.data_config")
+
+
+_STOP_WHEN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*([<>]=?)\s*([-+0-9.eE]+)\s*$")
+
+
+def parse_stop_when(text: str) -> tuple[str, str, float]:
+    """``"bit_errors<0.1"`` -> ``("bit_errors", "<", 0.1)``; operators ``< <= > >=``."""
+    match = _STOP_WHEN.match(text)
+    try:
+        return match.group(1), match.group(2), float(match.group(3))
+    except (AttributeError, ValueError):
+        raise ConfigError(f"train.stop_when='{text}' is not '<metric><op><number>' with op one of "
+                          f"< <= > >=, e.g. 'bit_errors<0.1' or 'accuracy>=0.99'") from None
+
+
+def stop_condition_met(text: str, metrics: dict) -> bool:
+    """Whether the evaluation ``metrics`` meet ``train.stop_when`` (see :func:`parse_stop_when`)."""
+    name, op, bound = parse_stop_when(text)
+    if name not in metrics:
+        raise ConfigError(f"train.stop_when names '{name}', which evaluation does not report; "
+                          f"use one of {', '.join(sorted(metrics))}")
+    value = float(metrics[name])
+    return {"<": value < bound, "<=": value <= bound,
+            ">": value > bound, ">=": value >= bound}[op]
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

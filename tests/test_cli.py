@@ -44,6 +44,13 @@ def test_eval_and_sample_use_the_checkpoint(trained):
     assert result["split"] == "test" and result["step"] == 4 and result["tokens"] > 0
     assert (trained / "eval_test_step4.json").exists()
 
+    plain = (trained / "eval_test_step4.json").read_text()
+    done = cli("eval", "--workdir", str(trained), "--split", "test", "--config.eval.max_windows=1")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tokens"] < result["tokens"]  # the override took effect
+    assert len(list(trained.glob("eval_test_step4_*.json"))) == 1  # its own file ...
+    assert (trained / "eval_test_step4.json").read_text() == plain  # ... the first one is kept
+
     done = cli("sample", "--workdir", str(trained), "--prompt", "The licence", "--length", "12",
                "--temperature", "0.8", "--top-k", "5")
     assert done.returncode == 0, done.stderr
@@ -81,3 +88,20 @@ def test_missing_data_file_says_where_to_get_it(tmp_path):
 def test_eval_of_an_empty_workdir_is_a_clear_error(tmp_path):
     done = cli("eval", "--workdir", str(tmp_path))
     assert done.returncode == 2 and "holds no run" in done.stderr
+
+
+def test_evaluation_overrides_can_be_added_from_the_command_line():
+    from recurrentlab.config import apply_overrides, load_config_file
+    from recurrentlab.data import build_dataset
+    from recurrentlab.errors import ConfigError
+
+    config = load_config_file(ROOT / "experiments/ntm/copy.py")
+    assert not config.data.eval_overrides  # held-out sequences of the training lengths
+    apply_overrides(config, ["--config.data.eval_overrides.min_len=40",
+                             "--config.data.eval_overrides.max_len=40"])
+    assert build_dataset(config.data, seed=0).max_episode_len("valid") == 81
+    apply_overrides(config, ["--config.data.eval_overrides.max_lenn=3"])
+    with pytest.raises(ConfigError, match="max_lenn"):
+        build_dataset(config.data, seed=0)
+    with pytest.raises(ConfigError, match="unknown config key 'data.eval_overides.max_len'"):
+        apply_overrides(config, ["--config.data.eval_overides.max_len=3"])

@@ -184,3 +184,40 @@ def test_impossible_values_are_refused(tiny_config, field, value, message):
     config.train[field] = value
     with pytest.raises((ConfigError, DataError), match=message):
         build_run(config)
+
+
+def test_stop_when_ends_the_run_at_the_first_evaluation_that_meets_it(tmp_path, tiny_config):
+    config = tiny_config(num_steps=9, eval_every=2, checkpoint_every=100,
+                         stop_when="bits_per_byte<1e9")  # met at the first evaluation
+    summary = train_and_evaluate(config, tmp_path / "run")
+    assert summary["step"] == 2 and summary["stopped_early"] == {"step": 2,
+                                                                 "stop_when": "bits_per_byte<1e9"}
+    assert max(r["step"] for r in read_metrics(tmp_path / "run", "train")) == 2
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()
+                  if p.name.isdigit()) == ["2"]
+    # a restart after the stop (summary lost) finishes without training further
+    (tmp_path / "run" / "summary.json").unlink()
+    again = train_and_evaluate(config, tmp_path / "run")
+    assert again["step"] == 2 and again["final"] == summary["final"]
+
+
+def test_stop_when_that_is_never_met_trains_the_full_budget(tmp_path, tiny_config):
+    config = tiny_config(num_steps=4, eval_every=2, checkpoint_every=100,
+                         stop_when="bits_per_byte<0")
+    summary = train_and_evaluate(config, tmp_path / "run")
+    assert summary["step"] == 4 and summary["stopped_early"] is None
+
+
+@pytest.mark.parametrize("stop_when, eval_every, message", [
+    ("bits_per_byte=0.1", 2, "not '<metric><op><number>'"),
+    ("bits_per_byte<0.1", 0, "set train.eval_every"),
+])
+def test_malformed_stop_when_is_refused(tiny_config, stop_when, eval_every, message):
+    with pytest.raises(ConfigError, match=message):
+        build_run(tiny_config(stop_when=stop_when, eval_every=eval_every))
+
+
+def test_stop_when_naming_an_unreported_metric_says_which_exist(tmp_path, tiny_config):
+    config = tiny_config(num_steps=4, eval_every=2, stop_when="bit_errors<0.1")
+    with pytest.raises(ConfigError, match="does not report; use one of .*bits_per_byte"):
+        train_and_evaluate(config, tmp_path / "run")

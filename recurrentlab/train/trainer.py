@@ -21,7 +21,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from recurrentlab.config import config_hash, to_json, validate
+from recurrentlab.config import config_hash, stop_condition_met, to_json, validate
 from recurrentlab.data import build_dataset
 from recurrentlab.errors import NonFiniteError, WorkdirError
 from recurrentlab.models import build_model, reset_carry
@@ -182,8 +182,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     checkpoints = Checkpoints(workdir / "checkpoints", keep=t.keep_checkpoints)
     start = checkpoints.latest_step()
+    resumed_meta: dict[str, Any] = {}
     if start is not None:
-        state, _ = checkpoints.restore(start, state)
+        state, resumed_meta = checkpoints.restore(start, state)
     start = int(state["step"])
     meta = {"config": to_json(config), "config_hash": config_hash(config),
             "code_version": code_version()}
@@ -204,9 +205,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     started = time.time()
     mark, mark_step, compile_seconds = time.time(), start, None
     done = start
+    stopped_at = start if resumed_meta.get("stop_when_met") else None  # met before a restart
     guard = PreemptionGuard(placement).install()  # SIGTERM: checkpoint this step, then stop
     try:
-        for step in range(start, t.num_steps):
+        for step in range(start, start if stopped_at else t.num_steps):
             batch = placement.batch(dataset.train_window(step, t.batch_size, window_len))
             state, metrics = train_step(state, rest, fresh_carry, batch)
             pending.append((step + 1, metrics["finite"]))
@@ -228,13 +230,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 writer.write("train", done, record)
                 mark, mark_step = time.time(), done
             if t.eval_every and done % t.eval_every == 0 and done < t.num_steps:
-                writer.write("eval", done, {"split": config.eval.split,
-                                            **run_eval(config.eval.split)})
-            if done % t.checkpoint_every == 0 or done == t.num_steps:
+                periodic = run_eval(config.eval.split)
+                writer.write("eval", done, {"split": config.eval.split, **periodic})
+                if t.stop_when and stop_condition_met(t.stop_when, periodic):
+                    stopped_at = done
+            if done % t.checkpoint_every == 0 or done == t.num_steps or stopped_at:
                 _check_finite(pending, last_good)
-                checkpoints.save(done, state, {**meta, "step": done})
+                checkpoints.save(done, state, {**meta, "step": done,
+                                               "stop_when_met": bool(stopped_at)})
                 last_good = done
-            if guard.should_stop():
+            if guard.should_stop() or stopped_at:
                 break
         if guard.stop_after_loop():
             if last_good != done:
@@ -245,12 +250,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
         guard.uninstall()
         checkpoints.wait()
         final = {}
+        last_step = stopped_at or t.num_steps
         for split in config.eval.final_splits:
             final[split] = run_eval(split)
-            writer.write("eval", t.num_steps, {"split": split, **final[split]})
+            writer.write("eval", last_step, {"split": split, **final[split]})
         summary = {
             "status": "finished",
-            "step": t.num_steps,
+            "step": last_step,
+            "stopped_early": ({"step": stopped_at, "stop_when": t.stop_when}
+                              if stopped_at else None),
             "final": final,
             "train_seconds": time.time() - started,
             "compile_seconds": compile_seconds,
