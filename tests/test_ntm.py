@@ -4,6 +4,8 @@ NaN-safety at model level, and a tiny copy run whose loss falls."""
 from __future__ import annotations
 
 import functools
+import importlib.util
+import json
 
 import jax
 import jax.numpy as jnp
@@ -287,14 +289,29 @@ def test_copy_config_trains_through_the_trainer(tmp_path):
     config.model.update(dict(bits=3, controller_size=16, memory_slots=8, memory_width=4))
     dataset = build_dataset(config.data, seed=0)
     config.train.update(dict(batch_size=4, segment_len=dataset.max_episode_len() - 1,
-                             num_steps=3, log_every=1, checkpoint_every=3, progress_bar=False))
+                             num_steps=3, log_every=1, checkpoint_every=3, progress_bar=False,
+                             eval_every=2, stop_when="bit_errors<1e9"))  # met at step 2
     config.eval.update(dict(batch_size=4, segment_len=dataset.max_episode_len("valid") - 1,
                             final_splits=("valid",)))
     config.mesh.data_axis = 1
-    summary = train_and_evaluate(config, tmp_path / "run")
+    summary = train_and_evaluate(config, tmp_path / "tiny_copy")
     final = summary["final"]["valid"]
     assert np.isfinite(final["loss"]) and final["loss"] > 0
     assert "bit_errors" in final and final["episodes"] == 4
+    assert summary["stopped_early"]["step"] == 2
+
+    # the copy report: steps to converge and errors at fixed longer lengths
+    spec = importlib.util.spec_from_file_location("ntm_copy_report",
+                                                  "experiments/reports/ntm_copy.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    table = report.report(tmp_path, [2, 6])
+    (row,) = [line for line in table.splitlines() if line.startswith("| tiny_copy |")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "2" and len(cells) == 6  # run, params, steps, minutes, L=2, L=6
+    lengths = json.loads((tmp_path / "tiny_copy" / "copy_lengths.json").read_text())
+    assert set(lengths) == {"2", "6"} and lengths["6"]["episodes"] == 4
+    assert 0 <= lengths["6"]["bit_errors"] <= 3 * 6 and 0 <= lengths["6"]["exact_match"] <= 1
 
 
 @pytest.mark.slow

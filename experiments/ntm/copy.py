@@ -41,11 +41,15 @@ copied exactly, 0.16 bits per answer token (step 2,500: 0.039 bit errors).
 from recurrentlab.config import base_config
 from recurrentlab.data import build_dataset, data_config
 from recurrentlab.models import model_config
+from recurrentlab.sweep import product, seeds, sweep
 
 
 def get_config(arg: str | None = None):
-    if arg not in (None, "", "small"):
-        raise ValueError(f"config arg '{arg}' unknown; use nothing (the paper's setup) or 'small'")
+    """``arg``: nothing or ``"ntm"`` (the paper's setup), ``"lstm"`` (the paper's LSTM baseline,
+    same task and recipe) or ``"small"`` (the NTM on lengths 1..5)."""
+    model = {None: "ntm", "": "ntm", "ntm": "ntm", "lstm": "lstm", "small": "ntm"}.get(arg)
+    if model is None:
+        raise ValueError(f"config arg '{arg}' unknown; use nothing, 'ntm', 'lstm' or 'small'")
     small = arg == "small"  # lengths 1..5, 32 slots, 3,000 steps, evaluated on lengths 6..10
     c = base_config()
     c.seed = 0  # parameters and episodes
@@ -57,26 +61,37 @@ def get_config(arg: str | None = None):
         min_len=1,  # L uniform in 1..20 (small: 1..5)
         max_len=5 if small else 20,
         eval_windows=4 if small else 20,  # 20 x 32 = 640 held-out episodes (small: 128)
-        eval_overrides=dict(min_len=6, max_len=10) if small  # length generalisation
-        else dict(min_len=40, max_len=120),
+        # small: length generalisation; full: held-out episodes of the training lengths (the
+        # convergence criterion); longer lengths with copy_lengths.py or `recurrentlab eval`
+        eval_overrides=dict(min_len=6, max_len=10) if small else {},
     )
     dataset = build_dataset(c.data, seed=0)
     window = dataset.max_episode_len("train") - 1  # inputs of the longest train episode
     eval_window = dataset.max_episode_len("valid") - 1  # ... of the longest eval episode
 
-    c.model = model_config(
-        "ntm",
-        controller_size=100,  # LSTM units
-        memory_slots=32 if small else 128,  # N
-        memory_width=20,  # M
-        num_read_heads=1,  # one read head
-        num_write_heads=1,  # one write head
-        shift_radius=1,  # shifts -1, 0, 1
-        clip=20.0,  # clip head parameters and outputs (Collier's clip_value)
-        memory_init="constant",  # 1e-6 everywhere (Collier & Beel's recommendation)
-        input_mode="bits",  # bits in, bitwise sigmoid cross-entropy out
-        bits=8,  # 8 bits per symbol
-    )
+    if model == "ntm":
+        c.model = model_config(
+            "ntm",
+            controller_size=100,  # LSTM units
+            memory_slots=32 if small else 128,  # N
+            memory_width=20,  # M
+            num_read_heads=1,  # one read head
+            num_write_heads=1,  # one write head
+            shift_radius=1,  # shifts -1, 0, 1
+            clip=20.0,  # clip head parameters and outputs (Collier's clip_value)
+            memory_init="constant",  # 1e-6 everywhere (Collier & Beel's recommendation)
+            input_mode="bits",  # bits in, bitwise sigmoid cross-entropy out
+            bits=8,  # 8 bits per symbol
+        )
+    else:
+        c.model = model_config(
+            "lstm",
+            embed_dim=64,  # token embedding (the NTM reads the 8 bits instead)
+            hidden_dim=256,  # units per layer (Graves et al.'s LSTM baseline)
+            num_layers=3,  # 3 layers (Graves et al.'s LSTM baseline)
+            tie_weights=False,  # a 256 -> vocabulary softmax
+            dropout=0.0, dropouth=0.0, dropouti=0.0, dropoute=0.0, wdrop=0.0,  # none
+        )
 
     t = c.train
     t.batch_size = 32  # sequences per step
@@ -88,11 +103,24 @@ def get_config(arg: str | None = None):
     t.lr = 1e-3  # Collier's learning rate
     t.clip_norm = 50.0  # Collier's max_grad_norm
     t.log_every = 100  # train metrics
-    t.eval_every = 500 if small else 1000  # held-out long sequences
+    t.eval_every = 250  # held-out sequences (the resolution of the steps to converge)
+    t.stop_when = "" if small else "bit_errors<0.1"  # Collier & Beel's convergence criterion
     t.checkpoint_every = 2000  # checkpoints
+    t.progress_bar = False  # long runs log to metrics.jsonl and TensorBoard
 
     e = c.eval
     e.batch_size = 32  # episodes per evaluation window
     e.segment_len = eval_window  # a window holds the longest evaluation episode
     e.final_splits = ("valid", "test")  # held-out episodes
+    c.mesh.data_axis = 1  # one device: small models, one run per CPU core
     return c
+
+
+def get_sweep(arg: str | None = None):
+    """The NTM and the LSTM baseline, three seeds each, both stopped at convergence::
+
+        recurrentlab sweep experiments/ntm/copy.py --workdir runs/ntm_copy --parallel 2
+        python experiments/reports/ntm_copy.py runs/ntm_copy   # + errors at lengths 40..120
+    """
+    del arg
+    return product(sweep("config_arg", ["ntm", "lstm"]), seeds(3))
