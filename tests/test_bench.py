@@ -30,7 +30,7 @@ def _tiny_lstm(**fields):
 
 def test_bench_cli_writes_markdown_and_json_with_the_expected_columns(tmp_path):
     out = tmp_path / "bench"
-    wanted = ("torch",) if HAS_TORCH else ()
+    wanted = ("torch", "torch_aten") if HAS_TORCH else ()
     status = main(["bench", "--config", str(BENCH / "lstm_vs_torch.py") + ":tiny",
                    "--out", str(out), f"--config.peers={wanted!r}",
                    "--config.generate_tokens=2", "--config.warmup=1"])
@@ -61,6 +61,9 @@ def test_bench_cli_writes_markdown_and_json_with_the_expected_columns(tmp_path):
         assert torch_row["ratio"] == pytest.approx(row["tokens_per_sec"]
                                                    / torch_row["tokens_per_sec"])
         assert torch_row["params"] == row["params"]  # the same network on both sides
+        aten_row = row["peers"]["torch_aten"]  # torch without oneDNN's fused RNN
+        assert aten_row["tokens_per_sec"] > 0 and aten_row["device"].endswith("oneDNN off")
+        assert "| torch_aten tokens/s | ours ÷ torch_aten |" in header
     else:
         assert "torch" not in header
 

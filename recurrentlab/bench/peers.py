@@ -10,6 +10,12 @@ Peers:
 
 * ``torch``: ``torch.nn.Embedding`` + ``torch.nn.LSTM(num_layers)`` + ``torch.nn.Linear``,
   ``torch.optim.Adam``; on CPU with ``torch.set_num_threads(threads)``, on a GPU with cuDNN.
+  On CPU, torch's LSTM runs oneDNN's fused RNN primitive (``torch.backends.mkldnn``) for
+  float32 whenever oneDNN is built in, as in the default wheels.
+* ``torch_aten``: the same torch step with oneDNN switched off
+  (``torch.backends.mkldnn.enabled = False`` during the step): torch's own ATen LSTM, which runs one
+  ``addmm`` per step plus a fused cell kernel -- the algorithm this library's LSTM also runs.
+  CPU only.
 * ``flax``: ``nnx.RNN(nnx.OptimizedLSTMCell)`` per layer, ``nnx.Embed``, ``nnx.Linear``,
   ``optax.adam`` under one ``jax.jit``.
 * ``lstm_scan``: this library's ``lstm`` model with ``custom_vjp=False`` (autodiff through
@@ -37,7 +43,7 @@ from flax import nnx
 
 from recurrentlab.bench import measure
 
-PEERS = ("lstm_scan", "flax", "torch", "jax_rnn")
+PEERS = ("lstm_scan", "flax", "torch", "torch_aten", "jax_rnn")
 _DROPOUTS = ("dropout", "dropouth", "dropouti", "dropoute", "wdrop")
 
 
@@ -65,7 +71,7 @@ def applies(peer: str, model: ml_collections.ConfigDict) -> str | None:
         return "peers run without dropout; set every dropout rate of the entry to 0"
     if model.get("dtype", "float32") != "float32":
         return "peers run in float32"
-    if peer in ("torch", "jax_rnn"):
+    if peer in ("torch", "torch_aten", "jax_rnn"):
         shapes = lstm_shapes(model)
         if len(set(shapes["sizes"])) != 1:
             return f"{peer} stacks equal layers; layer sizes are {shapes['sizes']}"
@@ -74,8 +80,10 @@ def applies(peer: str, model: ml_collections.ConfigDict) -> str | None:
 
 def available(peer: str) -> str | None:
     """``None`` if ``peer`` can run here, else why not."""
-    if peer == "torch" and importlib.util.find_spec("torch") is None:
+    if peer in ("torch", "torch_aten") and importlib.util.find_spec("torch") is None:
         return "torch is not installed"
+    if peer == "torch_aten" and jax.default_backend() != "cpu":
+        return "torch_aten is the CPU path without oneDNN; on a GPU torch runs cuDNN"
     if peer == "jax_rnn":
         if jax.default_backend() != "gpu":
             return "jax.experimental.rnn needs a GPU (cuDNN)"
@@ -138,7 +146,10 @@ def torch_lm(vocab_size: int, model: ml_collections.ConfigDict):
 
 
 def prepare_torch(config: ml_collections.ConfigDict, vocab_size: int, *, steps_per_repeat: int,
-                  threads: int) -> PreparedPeer:
+                  threads: int, onednn: bool = True) -> PreparedPeer:
+    """The torch step; ``onednn=False`` runs it with ``torch.backends.mkldnn`` disabled."""
+    import contextlib
+
     import torch
 
     shapes = lstm_shapes(config.model)
@@ -156,12 +167,23 @@ def prepare_torch(config: ml_collections.ConfigDict, vocab_size: int, *, steps_p
     zeros = torch.zeros(layers, t.batch_size, h, device=device)
     holder = {"state": (zeros, zeros.clone())}
 
+    @contextlib.contextmanager
+    def backend():  # oneDNN on (torch's default) or off for the duration of a step
+        previous = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = onednn
+        try:
+            yield
+        finally:
+            torch.backends.mkldnn.enabled = previous
+
     def step_once():
-        opt.zero_grad(set_to_none=True)
-        logits, state = model(x, holder["state"])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab_size), y.reshape(-1))
-        loss.backward()
-        opt.step()
+        with backend():
+            opt.zero_grad(set_to_none=True)
+            logits, state = model(x, holder["state"])
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab_size),
+                                                     y.reshape(-1))
+            loss.backward()
+            opt.step()
         holder["state"] = (state[0].detach(), state[1].detach())
 
     def memory():
@@ -170,7 +192,8 @@ def prepare_torch(config: ml_collections.ConfigDict, vocab_size: int, *, steps_p
         return {"peak_bytes": int(torch.cuda.max_memory_allocated()),
                 "peak_source": "torch.cuda.max_memory_allocated"}
 
-    info = {"device": "cuda (cuDNN)" if device == "cuda" else f"cpu, {threads} threads",
+    cpu = f"cpu, {threads} threads" + ("" if onednn else ", oneDNN off")
+    info = {"device": "cuda (cuDNN)" if device == "cuda" else cpu,
             "params": int(sum(p.numel() for p in model.parameters()))}
     return PreparedPeer(step_once, steps_per_repeat=steps_per_repeat,
                         tokens_per_step=measure.tokens_per_step(config),
@@ -289,9 +312,9 @@ def prepare_peer(peer: str, config: ml_collections.ConfigDict, vocab_size: int, 
     reason = available(peer) or applies(peer, config.model)
     if reason is not None:
         return reason
-    if peer == "torch":
+    if peer in ("torch", "torch_aten"):
         return prepare_torch(config, vocab_size, steps_per_repeat=steps_per_repeat,
-                             threads=threads)
+                             threads=threads, onednn=peer == "torch")
     if peer == "flax":
         return prepare_flax(config, vocab_size, steps_per_repeat=steps_per_repeat)
     if peer == "jax_rnn":
