@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -73,7 +74,9 @@ class Checkpoints:
         return list(self._manager.all_steps())
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-        named = flatten_named(state)
+        # The write finishes in the background while training goes on, and the train step
+        # donates (overwrites in place) the state it is given: save a copy of its own.
+        named = flatten_named(jax.tree.map(jnp.copy, state))
         self._manager.save(
             step,
             args=ocp.args.Composite(

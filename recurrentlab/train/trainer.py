@@ -104,7 +104,10 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
                    "accuracy": totals["correct"] / jnp.maximum(totals["count"], 1.0)}
         return new_state, metrics
 
-    return jax.jit(train_step)
+    # The state is donated: XLA updates params and optimiser state in place instead of
+    # allocating and copying a second set (measured ~4% of an LSTM step on CPU; on an
+    # accelerator it halves the state's memory). Callers must not reuse a state they passed in.
+    return jax.jit(train_step, donate_argnums=0)
 
 
 def init_train_state(model: nnx.Module, config: ml_collections.ConfigDict,
@@ -115,7 +118,7 @@ def init_train_state(model: nnx.Module, config: ml_collections.ConfigDict,
     state = {
         "params": placement.params(params),
         "opt_state": placement.params(tx.init(params)),
-        "carry": fresh_carry,
+        "carry": jax.tree.map(jnp.copy, fresh_carry),  # own buffers: the state is donated
         "step": placement.replicate(jnp.asarray(0, jnp.int32)),
         "rng": placement.replicate(jax.random.PRNGKey(config.seed)),
     }
