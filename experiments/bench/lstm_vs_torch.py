@@ -34,7 +34,8 @@ def get_config(arg: str | None = None):
     c.steps_per_repeat = 1 if tiny else 2  # steps per repeat
     c.generate_tokens = 3 if tiny else 16  # timed greedy tokens
     c.threads = 0  # torch threads = XLA's pool size (CPUs available to the process)
-    c.peers = ("torch", "torch_aten", "flax", "lstm_scan", "jax_rnn")  # jax_rnn: GPU only
+    c.peers = ("torch", "torch_aten", "matmul_floor", "flax", "lstm_scan",
+               "jax_rnn")  # jax_rnn runs on a GPU only
     c.entries.lstm = entry(
         model_config(
             "lstm",

@@ -20,6 +20,13 @@ Peers:
   ``optax.adam`` under one ``jax.jit``.
 * ``lstm_scan``: this library's ``lstm`` model with ``custom_vjp=False`` (autodiff through
   ``lax.scan``, no hand-written backward), through the same trainer step.
+* ``matmul_floor``: not a network but a bound: the step's matrix products alone, in jax, with
+  the same shapes and the same sequential dependence -- per layer the input projection, T
+  recurrent ``[b, h] x [h, 4h]`` products in a ``lax.scan``, and in the backward the two
+  gradients of every product (data and weight) plus the reverse recurrent scan; the decoder
+  and its two gradients. No gates, no loss, no optimiser. A float32 LSTM step cannot run
+  faster than its products, so ``ours ÷ matmul_floor`` is the fraction of the bound reached,
+  and ``matmul_floor ÷ torch`` the most any float32 implementation on this backend could gain.
 * ``jax_rnn``: ``jax.experimental.rnn.lstm`` (cuDNN) inside the same kind of jitted step; GPU
   only.
 
@@ -43,7 +50,7 @@ from flax import nnx
 
 from recurrentlab.bench import measure
 
-PEERS = ("lstm_scan", "flax", "torch", "torch_aten", "jax_rnn")
+PEERS = ("lstm_scan", "flax", "torch", "torch_aten", "matmul_floor", "jax_rnn")
 _DROPOUTS = ("dropout", "dropouth", "dropouti", "dropoute", "wdrop")
 
 
@@ -306,6 +313,58 @@ def prepare_jax_rnn(config: ml_collections.ConfigDict, vocab_size: int, *,
                      steps_per_repeat=steps_per_repeat)
 
 
+def prepare_matmul_floor(config: ml_collections.ConfigDict, vocab_size: int, *,
+                         steps_per_repeat: int) -> PreparedPeer:
+    """The float32 matrix products of one LSTM LM train step, nothing else (see the module)."""
+    shapes = lstm_shapes(config.model)
+    b, t = config.train.batch_size, measure.window_len(config)
+    rng = np.random.default_rng(config.seed)
+    array = lambda *shape: jnp.asarray(rng.uniform(-0.1, 0.1, shape).astype(np.float32))
+    inputs = [shapes["embed_dim"]] + shapes["sizes"][:-1]
+    weights = [(array(d, 4 * h), array(h, 4 * h)) for d, h in zip(inputs, shapes["sizes"],
+                                                                   strict=True)]
+    decoder = array(shapes["sizes"][-1], vocab_size)
+    x0 = array(t * b, shapes["embed_dim"])
+
+    def recurrent(w, addend):  # T dependent [b, r] x [r, c] products; the carries, stacked
+        r, c = w.shape
+
+        def step(carry, addend_t):
+            out = carry @ w + addend_t
+            carry = out[:, :r] if c >= r else jnp.tile(out, (1, r // c))
+            return carry, carry
+
+        carries = jax.lax.scan(step, jnp.zeros((b, r)), addend.reshape(t, b, c))[1]
+        return carries.reshape(t * b, r)
+
+    def products(weights, decoder, x):
+        layer_inputs, layer_outputs = [], []
+        for w_ih, w_hh in weights:  # forward: the projection, then the recurrence
+            layer_inputs.append(x)
+            x = recurrent(w_hh, x @ w_ih)  # h_t = (h_{t-1} W_hh + x_t W_ih)[:h]
+            layer_outputs.append(x)
+        logits = x @ decoder
+        grads = [x.T @ logits]  # the decoder's weight gradient (logits stand for dlogits)
+        d_x = logits @ decoder.T
+        for (w_ih, w_hh), x_in, h_out in zip(reversed(weights), reversed(layer_inputs),
+                                             reversed(layer_outputs), strict=True):
+            d_z = recurrent(w_hh.T, d_x)  # dz_t = tile(dz_{t+1} W_hh^T + dh_t)
+            grads += [h_out.T @ d_z, x_in.T @ d_z]  # dW_hh, dW_ih
+            d_x = d_z @ w_ih.T
+        return d_x, grads
+
+    compiled, times = measure.compile_step(jax.jit(products), (weights, decoder, x0))
+    holder = {}
+
+    def step_once():
+        holder["out"] = compiled(weights, decoder, x0)
+
+    return PreparedPeer(step_once, steps_per_repeat=steps_per_repeat,
+                        tokens_per_step=measure.tokens_per_step(config),
+                        sync=lambda: jax.block_until_ready(holder),
+                        info={"compile_s": times["total_s"], "params": 0})
+
+
 def prepare_peer(peer: str, config: ml_collections.ConfigDict, vocab_size: int, *,
                  steps_per_repeat: int, threads: int):
     """``peer`` compiled/built on ``config``'s shapes and ready to time, or why it cannot run."""
@@ -317,6 +376,8 @@ def prepare_peer(peer: str, config: ml_collections.ConfigDict, vocab_size: int, 
                              threads=threads, onednn=peer == "torch")
     if peer == "flax":
         return prepare_flax(config, vocab_size, steps_per_repeat=steps_per_repeat)
+    if peer == "matmul_floor":
+        return prepare_matmul_floor(config, vocab_size, steps_per_repeat=steps_per_repeat)
     if peer == "jax_rnn":
         return prepare_jax_rnn(config, vocab_size, steps_per_repeat=steps_per_repeat)
     # lstm_scan: the same model and trainer step, autodiff through lax.scan
