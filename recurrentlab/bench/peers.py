@@ -313,6 +313,20 @@ def prepare_jax_rnn(config: ml_collections.ConfigDict, vocab_size: int, *,
                      steps_per_repeat=steps_per_repeat)
 
 
+def lstm_step_flops(model: ml_collections.ConfigDict, batch: int, window: int,
+                    vocab_size: int) -> int:
+    """Matrix-product FLOPs of one LSTM LM train step: 3x the forward's (each forward product
+    has a data and a weight gradient of the same size)::
+
+        forward = 2 b w (sum_l (d_l + h_l) 4 h_l + h_L V)
+    """
+    shapes = lstm_shapes(model)
+    inputs = [shapes["embed_dim"]] + shapes["sizes"][:-1]
+    per_token = sum((d + h) * 4 * h for d, h in zip(inputs, shapes["sizes"], strict=True))
+    per_token += shapes["sizes"][-1] * vocab_size
+    return 3 * 2 * batch * window * per_token
+
+
 def prepare_matmul_floor(config: ml_collections.ConfigDict, vocab_size: int, *,
                          steps_per_repeat: int) -> PreparedPeer:
     """The float32 matrix products of one LSTM LM train step, nothing else (see the module)."""
@@ -359,10 +373,13 @@ def prepare_matmul_floor(config: ml_collections.ConfigDict, vocab_size: int, *,
     def step_once():
         holder["out"] = compiled(weights, decoder, x0)
 
-    return PreparedPeer(step_once, steps_per_repeat=steps_per_repeat,
-                        tokens_per_step=measure.tokens_per_step(config),
-                        sync=lambda: jax.block_until_ready(holder),
-                        info={"compile_s": times["total_s"], "params": 0})
+    prepared = PreparedPeer(step_once, steps_per_repeat=steps_per_repeat,
+                            tokens_per_step=measure.tokens_per_step(config),
+                            sync=lambda: jax.block_until_ready(holder),
+                            info={"compile_s": times["total_s"], "params": 0, "flops_per_step":
+                                  lstm_step_flops(config.model, b, t, vocab_size)})
+    prepared.compiled = compiled  # for a look at its HLO or cost analysis
+    return prepared
 
 
 def prepare_peer(peer: str, config: ml_collections.ConfigDict, vocab_size: int, *,
