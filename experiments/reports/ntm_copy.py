@@ -60,7 +60,7 @@ def report(folder: Path, lengths: list[int]) -> str:
         cells = [run.name, f"{summary['num_params']:,}",
                  f"{stop['step']:,}" if stop else f"not met in {summary['step']:,}",
                  f"{summary['train_seconds'] / 60:.1f}"]
-        cells += [f"{errors[str(n)]['bit_errors']:.2f} ({errors[str(n)]['exact_match']:.1%})"
+        cells += [f"{errors[str(n)]['bit_errors']:.3f} ({errors[str(n)]['exact_match']:.1%})"
                   for n in lengths]
         rows.append(cells)
         model = per_model.setdefault(config["model"]["name"], {"steps": [], **{n: [] for n in
