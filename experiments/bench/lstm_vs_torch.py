@@ -30,13 +30,14 @@ torch  torch    matmul       flax                lstm   ours
 (ours ÷ peer; one thread each under ``taskset -c 0``, on a core shared with a training run:
 0.82 / 1.37 / 0.93 / 1.41 / 1.21.) The target is not reachable in float32 on XLA's CPU
 backend: torch's CPU LSTM is oneDNN's fused RNN primitive (1.45x torch's own ATen path,
-measured), and it runs at 0.89-1.08x of ``matmul_floor`` -- the step's products alone, with no
-gates, loss or optimiser -- so even an implementation that cost nothing but its matrix
-products would reach at most ~1.1x torch. Ours runs the same algorithm as ATen's LSTM, 1.2-1.4x
-faster than it, at 80-93% of the floor. Beyond that would take oneDNN's RNN primitive through
-an XLA custom call (the torch algorithm in jax clothing), or bfloat16 matmuls
-(``model.dtype="bfloat16"``, ~1.6x faster products here, not the same computation). Read the
-ratios from the table of your run; absolute tokens/s depend on the machine.
+measured), and ``matmul_floor`` -- the step's products alone, with no gates, loss or
+optimiser -- runs at only 0.89-1.08x torch's full step, so even an implementation that cost
+nothing but its matrix products would reach at most ~1.1x torch. Ours runs the same
+algorithm as ATen's LSTM, 1.2-1.4x faster than it, at 80-93% of the floor. Beyond that would
+take oneDNN's RNN primitive through an XLA custom call (the torch algorithm in jax clothing),
+or bfloat16 matmuls (``model.dtype="bfloat16"``, ~1.6x faster products here, not the same
+computation). Read the ratios from the table of your run; absolute tokens/s depend on the
+machine.
 """
 
 from recurrentlab.bench import bench_config, entry
