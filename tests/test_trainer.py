@@ -221,3 +221,23 @@ def test_stop_when_naming_an_unreported_metric_says_which_exist(tmp_path, tiny_c
     config = tiny_config(num_steps=4, eval_every=2, stop_when="bit_errors<0.1")
     with pytest.raises(ConfigError, match="does not report; use one of .*bits_per_byte"):
         train_and_evaluate(config, tmp_path / "run")
+
+
+def test_the_train_step_donates_its_state_and_keeps_the_fresh_carry(tiny_config):
+    from recurrentlab.train.distributed import Placement
+    from recurrentlab.train.optim import make_optimizer
+    from recurrentlab.train.trainer import init_train_state, make_train_step
+
+    config = tiny_config(carry_across_windows=False)  # every step resets to the fresh carry
+    dataset, model = build_run(config)
+    placement, tx = Placement.from_config(config), make_optimizer(config.train)
+    graphdef, state, rest, fresh = init_train_state(model, config, tx, placement)
+    step = make_train_step(graphdef, config, tx, placement)
+    t = config.train
+    for i in range(2):
+        batch = placement.batch(dataset.train_window(i, t.batch_size,
+                                                     t.segment_len * t.bptt_segments))
+        before = jax.tree.leaves(state["params"])
+        state, _ = step(state, rest, fresh, batch)
+        assert all(leaf.is_deleted() for leaf in before)  # updated in place, not copied
+    assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(fresh))

@@ -8,8 +8,9 @@ For every finished run under the folder (a ``summary.json``), reports the step a
 held-out sequences of the training lengths; "not met" when the budget ran out), its training
 wall time, and, for each length L, the mean bit errors per sequence and the fraction copied
 exactly on the run's held-out episodes of exactly L vectors (``data.eval_overrides`` with
-``min_len = max_len = L``; 640 episodes). Each run's length results are written once to
-``<run>/copy_lengths.json`` and reused; the table goes to stdout and ``<folder>/copy_report.md``.
+``min_len = max_len = L``; as many episodes as the run's evaluation). Each run's length results
+are written once to ``<run>/copy_lengths.json`` and reused; the table goes to stdout and
+``<folder>/copy_report.md``.
 """
 
 from __future__ import annotations
@@ -80,8 +81,10 @@ def report(folder: Path, lengths: list[int]) -> str:
         lines.append(f"| {name} | {len(steps)} | {met} | " + " | ".join(
             f"{np.mean(m[n]):.2f} ± {np.std(m[n]):.2f}" for n in lengths) + " |")
     lines.append("")
-    lines.append("Cells: mean bit errors per sequence (fraction of sequences copied exactly) on "
-                 "640 held-out sequences of exactly L vectors; training lengths are 1..20.")
+    episodes = int(errors[str(lengths[0])]["episodes"])
+    lines.append(f"Cells: mean bit errors per sequence (fraction of sequences copied exactly) on "
+                 f"{episodes} held-out sequences of exactly L vectors; training lengths are "
+                 f"those of the run's config.")
     return "\n".join(lines) + "\n"
 
 
