@@ -358,7 +358,7 @@ class NTM(SequenceModel):
         self.init_read_w = nnx.Param(glorot(rngs.params(), (1, hr * n)).reshape(hr, n))
         self.init_write_w = nnx.Param(glorot(rngs.params(), (1, hw * n)).reshape(hw, n))
         if memory_init == "constant":
-            self.init_memory = nnx.Param(jnp.full((n, m), 1e-6))
+            self.init_memory = nnx.Param(jnp.full((n, m), 1e-6, jnp.float32))
         elif memory_init == "random":
             self.init_memory = nnx.Param(0.5 * jax.random.normal(rngs.params(), (n, m)))
         else:
