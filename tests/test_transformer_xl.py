@@ -160,6 +160,35 @@ def test_relative_attention_matches_direct_formula(clamp_len):
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=1e-4)
 
 
+def test_position_bias_is_the_references_shift_over_its_own_cache_length():
+    """With ``cache_len`` L per stream, the bias over the L valid cache keys and the segment is
+    the reference's ``_rel_shift`` (torch: zero column, view as [klen + 1, t], drop a row) of
+    the raw term over its own klen = L + t keys, every entry included: also those past the
+    causal limit, which RMT memory rows see. Without ``cache_len`` that holds for L = M only."""
+    import torch
+
+    from recurrentlab.models.transformer_xl import relative_position_bias
+
+    b, h, t, m, d = 3, 2, 6, 5, 4
+    l = m + t  # noqa: E741
+    ks = jax.random.split(jax.random.key(11), 3)
+    q = jax.random.normal(ks[0], (b, h, t, d))
+    r_head = jax.random.normal(ks[1], (h, l, d))
+    r_bias = jax.random.normal(ks[2], (h, d))
+    cache_len = jnp.array([0, 2, m])
+    got = np.asarray(relative_position_bias(q, r_head, r_bias, cache_len))
+    plain = np.asarray(relative_position_bias(q, r_head, r_bias))
+    raw = np.einsum("bhtd,hld->bhtl", np.asarray(q + r_bias[None, :, None]), np.asarray(r_head))
+    for bi, cache in enumerate([0, 2, m]):
+        klen = cache + t
+        x = torch.tensor(raw[bi, :, :, m - cache:])  # the reference's pos_seq klen-1 .. 0
+        padded = torch.cat([torch.zeros(h, t, 1, dtype=x.dtype), x], dim=-1)
+        want = padded.view(h, klen + 1, t)[:, 1:].reshape(h, t, klen).numpy()
+        np.testing.assert_allclose(got[bi, :, :, m - cache:], want, atol=1e-5, rtol=1e-5)
+        same = np.allclose(plain[bi, :, :, m - cache:], want, atol=1e-5)
+        assert same == (cache == m)
+
+
 def test_dropout_is_explicit():
     model = tiny(dropout=0.2, attn_dropout=0.2)
     x = tokens(8, (2, 8))

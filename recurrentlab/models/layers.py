@@ -42,9 +42,12 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
 
 
 def sinusoid(positions: Float[Array, " l"], dim: int) -> Float[Array, "l d"]:
-    """Transformer-XL's sinusoid table: [sin(p·f), cos(p·f)], f_k = 10000^(-2k/dim)."""
-    inv_freq = 1.0 / (10000.0 ** (jnp.arange(0, dim, 2, dtype=jnp.float32) / dim))
-    angles = positions.astype(jnp.float32)[:, None] * inv_freq[None, :]
+    """Transformer-XL's sinusoid table: [sin(p·f), cos(p·f)], f_k = 10000^(-2k/dim).
+
+    float32, or float64 when ``positions`` are float64 (exact cross-checks under x64)."""
+    dtype = jnp.promote_types(positions.dtype, jnp.float32)
+    inv_freq = 1.0 / (10000.0 ** (jnp.arange(0, dim, 2, dtype=dtype) / dim))
+    angles = positions.astype(dtype)[:, None] * inv_freq[None, :]
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
@@ -54,8 +57,9 @@ def rel_shift(x: Float[Array, "... t l"]) -> Float[Array, "... t l"]:
     With ``x[i, j']`` the score of query i against relative distance ``l - 1 - j'``, the result
     holds ``x[i, j + t - 1 - i]`` at ``[i, j]``: the score for distance ``(l - t) + i - j``,
     i.e. query i at absolute position ``l - t + i`` against key j. Entries with ``j`` beyond the
-    causal limit hold junk and must be masked. Done as in the reference: pad one zero column on
-    the left, view as [l + 1, t], drop the first row, view back as [t, l].
+    causal limit hold leftovers (see ``transformer_xl.relative_position_bias``), which only rows
+    that see past the causal limit (RMT memory) read. Done as in the reference: pad one zero
+    column on the left, view as [l + 1, t], drop the first row, view back as [t, l].
     """
     *lead, t, l = x.shape  # noqa: E741
     padded = jnp.pad(x, [(0, 0)] * len(lead) + [(0, 0), (1, 0)])

@@ -24,6 +24,19 @@ Backbones (``backbone``):
   unscaled next to √d-scaled token embeddings and share the input dropout, as in the reference.
   The new memory is the last layer's output after the output dropout (the reference's
   ``hidden[-m:]`` after ``self.drop``).
+
+  Relative positions past the causal limit. Memory rows see later memory rows (read row i sees
+  read rows up to m-1, write rows see each other), where the relative distance is negative and
+  the reference's rel-shift trick leaves other values: 0 one key past the limit, and two or more
+  keys past it query i+1's positional term at distance ``2L + t + 1 + i - j`` (t = s + 2m rows,
+  j the key index over [cache; rows], L the cache rows actually held). We reproduce these values
+  exactly, as the reference computes them (so m >= 3 is affected; m <= 2 only meets the 0). L
+  is the reference's own cache length: 0 at the start of a stream and after a carry reset, then
+  growing by s + 2m per segment up to ``mem_len``; the carry counts it per stream
+  (``XLCarry.length``) while the cache array is always ``mem_len`` rows, front-padded and masked
+  (see ``transformer_xl.relative_position_bias``). Tested against a direct O(T²) computation
+  with explicit distances, memory tokens 1–4, cache empty / filling / full, ``mem_len`` below,
+  equal to and above the segment (``tests/test_reference_grid.py``).
 - ``"transformer"``: the pre-LN decoder of ``transformer.py``; learned positions 0..s+2m-1
   (or rotary) over the rows; attention runs ``recurrentlab.ops.attention.attention`` with the
   mask above, so the attention kernel serves it. The new memory is the residual stream before the

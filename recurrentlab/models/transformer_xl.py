@@ -28,6 +28,17 @@ Cache update (``_update_mems``): the new cache of layer l is the last M rows of
 segments of a stream and streams reset by the trainer never attend to an empty cache. The
 reference starts with a zero-length cache instead; the two are equal (tested).
 
+Beyond the causal limit. The rel-shift leaves, at key ``j > i + M``, a 0 (``j = i + M + 1``)
+and query i+1's positional term at another distance (``j >= i + M + 2``). A causal mask hides
+them, so plain Transformer-XL never reads them; RMT's memory rows see later memory rows and do.
+In the reference the key axis is the *actual* cache length L plus the segment, so the distance
+left there, ``2L + t + 1 + i - j_ref`` (t queries, ``j_ref`` its key index), depends on L,
+which is below M in the first segments of a stream and after a reset. We reproduce the
+reference there, from ``length`` per stream (``relative_position_bias(cache_len=)``), whenever
+the mask lets rows see past the causal limit and ``mem_len > 0``; with a full cache, or
+without a cache, the plain shift already gives the reference's values. Tested against a
+direct O(T²) computation with explicit distances (``tests/test_reference_grid.py``).
+
 Shape legend: b batch, s segment length, M mem_len, d d_model, h heads, v vocabulary.
 
 Carry: ``XLCarry(cache=(Float[b, M, d],) * num_layers, length=Int[b])``.
@@ -87,15 +98,40 @@ def relative_position_bias(
     q: Float[Array, "b h t d"],
     r_head: Float[Array, "h l d"],
     r_bias: Float[Array, "h d"],
+    cache_len: Int[Array, " b"] | None = None,
 ) -> Float[Array, "b h t l"]:
     """(q_i + v_r)ᵀ W_r R_{i-j} for every query i and key j, via the rel-shift trick.
 
     ``r_head[:, j']`` is W_r R at distance ``l - 1 - j'`` (distances descending, as the
-    reference's ``pos_seq``); the queries are the last t of the l positions.
+    reference's ``pos_seq``); the queries are the last t of the l positions, so the first
+    ``M = l - t`` keys are the (front-padded) cache.
+
+    Beyond the causal limit (key ``j > i + M``) the shift leaves other entries: 0 at
+    ``j = i + M + 1`` and, for ``j >= i + M + 2``, query i+1's term at column ``j - i - M - 2``.
+    Only rows that see past the causal limit (RMT memory rows) read them. The reference's
+    key axis is its *actual* cache length L plus t, so there those columns move with L: with
+    ``cache_len`` (Int[b], the valid cache rows L per stream) the entries ``j >= i + M + 2``
+    take the reference's values, query i+1's term at column ``j - i - L - 2`` (the distance
+    ``2L + t + 1 + i - j_ref`` in the reference's own key index ``j_ref = j - M + L``).
+    Without it they are the values for a full cache (L = M). Causal entries never depend on L.
     """
+    out_dtype = jnp.promote_types(q.dtype, jnp.float32)
     raw = jnp.einsum("bhtd,hld->bhtl", q + r_bias[None, :, None, :], r_head,
-                     preferred_element_type=jnp.float32)
-    return rel_shift(raw)
+                     preferred_element_type=out_dtype)
+    shifted = rel_shift(raw)
+    if cache_len is None:
+        return shifted
+    b, h, t, l = raw.shape  # noqa: E741
+    m = l - t
+    i = jnp.arange(t)[:, None]
+    j = jnp.arange(l)[None, :]
+    beyond = j >= i + m + 2  # [t, l]
+    row = jnp.minimum(i + 1, t - 1)  # query i+1 (clipped where the entry is not used)
+    col = jnp.clip(j[None] - i[None] - cache_len[:, None, None].astype(jnp.int32) - 2,
+                   0, l - 1)  # [b, t, l]
+    index = (row[None] * l + col).reshape(b, 1, t * l)
+    leftover = jnp.take_along_axis(raw.reshape(b, h, t * l), index, axis=-1)
+    return jnp.where(beyond[None, None], leftover.reshape(b, h, t, l), shifted)
 
 
 def relative_attention(
@@ -109,17 +145,20 @@ def relative_attention(
     spec: MaskSpec = CAUSAL,
     kv_start: Int[Array, " b"] | None = None,
     extra_visible: Bool[Array, "t l"] | None = None,
+    cache_len: Int[Array, " b"] | None = None,
     attn_dropout: float = 0.0,
     key: jax.Array | None = None,
 ) -> Float[Array, "b h t d"]:
     """softmax_j(((q_i+u)ᵀk_j + (q_i+v_r)ᵀ W_r R_{i-j}) / √d) v_j over the visible keys.
 
     ``spec``/``kv_start`` are the shared attention mask; ``extra_visible`` (optional) hides more
-    (query, key) pairs (RMT memory rows versus the XL cache). With ``attn_dropout`` and a
-    ``key`` the probabilities are dropped out (Transformer-XL's ``dropatt``).
+    (query, key) pairs (RMT memory rows versus the XL cache). ``cache_len`` (optional): the
+    valid cache rows per stream, for the reference's positional term beyond the causal limit
+    (see :func:`relative_position_bias`; only a mask with ``prefix``/``suffix`` rows sees it).
+    With ``attn_dropout`` and a ``key`` the probabilities are dropped out (``dropatt``).
     """
     scale = q.shape[-1] ** -0.5
-    bias = relative_position_bias(q, r_head, r_bias) * scale
+    bias = relative_position_bias(q, r_head, r_bias, cache_len) * scale
     if extra_visible is not None:
         bias = jnp.where(extra_visible[None, None], bias, -jnp.inf)
     qu = q + u[None, :, None, :]
@@ -157,6 +196,7 @@ class XLLayer(nnx.Module):
         spec: MaskSpec,
         kv_start: jax.Array,
         extra_visible: jax.Array | None,
+        cache_len: jax.Array | None = None,
         dropout_rate: float,
         attn_dropout: float,
         keys: Keys,
@@ -168,8 +208,8 @@ class XLLayer(nnx.Module):
         r_head = split_heads(self.r_net(pos)[None], self.num_heads)[0]  # [h, l, d_head]
         att_key = keys() if attn_dropout > 0.0 else None
         a = relative_attention(q, k, v, r_head, u, r_bias, spec=spec, kv_start=kv_start,
-                               extra_visible=extra_visible, attn_dropout=attn_dropout,
-                               key=att_key)
+                               extra_visible=extra_visible, cache_len=cache_len,
+                               attn_dropout=attn_dropout, key=att_key)
         h = self.ln_attn(h + dropout(self.out(merge_heads(a)), dropout_rate, keys()))
         f = dropout(jax.nn.relu(self.fc1(h)), dropout_rate, keys())
         return self.ln_ff(h + dropout(self.fc2(f), dropout_rate, keys()))
@@ -268,7 +308,7 @@ class TransformerXL(SequenceModel):
         b, t, _ = h.shape
         m = self.mem_len
         l = m + t  # noqa: E741
-        distance = jnp.arange(l - 1, -1, -1, dtype=jnp.float32)
+        distance = jnp.arange(l - 1, -1, -1, dtype=jnp.promote_types(h.dtype, jnp.float32))
         if self.clamp_len > 0:
             distance = jnp.minimum(distance, float(self.clamp_len))
         h = dropout(h, self.dropout, keys())
@@ -285,11 +325,14 @@ class TransformerXL(SequenceModel):
             # by kv_start; when klen <= mem_len no valid key has j <= i, as in the reference.
             window = jnp.arange(l)[None, :] > jnp.arange(t)[:, None]
             extra = window if extra is None else extra & window
+        # Rows that see past the causal limit (RMT memory rows) read the positional term's
+        # leftovers there, which in the reference depend on the actual cache length.
+        cache_len = carry.length if (m > 0 and (spec.prefix or spec.suffix)) else None
         inputs = []
         for layer, cache in zip(self.layers, carry.cache, strict=True):
             inputs.append(h)
             h = layer(h, cache, pos, self.u[...], self.v[...], spec=spec, kv_start=kv_start,
-                      extra_visible=extra, dropout_rate=self.dropout,
+                      extra_visible=extra, cache_len=cache_len, dropout_rate=self.dropout,
                       attn_dropout=self.attn_dropout, keys=keys)
         new_cache = tuple(
             jax.lax.stop_gradient(jnp.concatenate([c.astype(x.dtype), x], axis=1)[:, l - m:])

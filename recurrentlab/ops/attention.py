@@ -113,7 +113,8 @@ def attention_probs(
     its gradient is zero, not NaN).
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = jnp.einsum("bhtd,bhld->bhtl", q, k, preferred_element_type=jnp.float32) * scale
+    acc = jnp.promote_types(q.dtype, jnp.float32)  # float32, or float64 under x64 checks
+    scores = jnp.einsum("bhtd,bhld->bhtl", q, k, preferred_element_type=acc) * scale
     if bias is not None:
         scores = scores + bias
     visible = attention_mask(q.shape[2], k.shape[2], spec, kv_start)[:, None]
