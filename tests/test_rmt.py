@@ -195,19 +195,42 @@ def test_causality(name):
 
 
 def test_memory_init_and_reset():
-    fixed = tiny()
-    assert isinstance(fixed.memory_init, MemoryInit)
-    init = np.asarray(fixed.memory_init[...])
+    model = tiny()
+    assert model.memory_init.__class__ is nnx.Param  # shared_random: trained, as the reference
+    init = np.asarray(model.memory_init[...])
     np.testing.assert_array_equal(init[0], init[1])  # m copies of one vector
-    assert "memory_init" not in nnx.state(fixed, nnx.Param)
     x = tokens(12, (2, S))
-    f = jitted(fixed)
-    fresh, _ = f(x, fixed.init_carry(2))
-    c = fixed.init_carry(2)
-    c = c._replace(memory=fixed.initial_memory(2), started=jnp.ones((2,), bool))
+    f = jitted(model)
+    fresh, _ = f(x, model.init_carry(2))
+    c = model.init_carry(2)
+    c = c._replace(memory=model.initial_memory(2), started=jnp.ones((2,), bool))
     explicit, _ = f(x, c)
     np.testing.assert_allclose(np.asarray(fresh), np.asarray(explicit), atol=1e-6)
 
+
+@pytest.mark.parametrize("mem_init,trained", [("shared_random", True), ("learned", True),
+                                              ("shared_fixed", False)])
+def test_initial_memory_gradient(mem_init, trained):
+    """The reference's ``mem_tokens`` is an nn.Parameter fed to the first segment: the loss of
+    a later segment reaches it through the memory. ``shared_fixed`` keeps it out of the
+    parameters (and so out of the optimiser)."""
+    model = tiny(mem_init=mem_init)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    assert ("memory_init" in params) == trained
+    if not trained:
+        assert isinstance(model.memory_init, MemoryInit)
+        return
+    x = tokens(14, (2, 2 * S))
+    mask = jnp.concatenate([jnp.zeros((2, S)), jnp.ones((2, S))], axis=1)  # segment 2 only
+
+    def loss(p):
+        m = nnx.merge(graphdef, p, rest)
+        return window_loss(m, m.init_carry(2), batch(x, jnp.roll(x, -1, axis=1), mask),
+                           segment_len=S, train=False, key=None)[0]
+
+    grad = jax.jit(jax.grad(loss))(params)["memory_init"][...]
+    assert grad.shape == (M, 16)
+    assert np.all(np.abs(np.asarray(grad)).sum(axis=1) > 0)  # every slot gets a gradient
 
 
 @pytest.mark.parametrize("name", ["xl"])

@@ -47,7 +47,7 @@ def get_config(arg: str | None = None):
     c.model = model_config(
         "rmt",
         num_mem_tokens=num_mem,  # --num_mem_tokens
-        mem_init="shared_random",  # m copies of one random vector, as the reference
+        mem_init="shared_random",  # m copies of one random vector, trained, as the reference
         backbone="transformer_xl",  # the reference's MemTransformerLM, attn_type 0
         mem_len=0,  # --mem_len 0: memory tokens only, no XL cache
         read_mem_from_cache=False,  # reference default (irrelevant without a cache)

@@ -64,7 +64,7 @@ def get_config(arg: str | None = None):
     c.model = model_config(
         "rmt",
         num_mem_tokens=memory,  # --num_mem_tokens
-        mem_init="shared_random",  # m copies of one fixed random vector, as the reference
+        mem_init="shared_random",  # m copies of one random vector, trained, as the reference
         backbone="transformer_xl",  # the reference's MemTransformerLM
         mem_len=0,  # --mem_len 0: memory tokens only
         num_layers=4,  # --n_layer 4

@@ -43,9 +43,16 @@ Backbones (``backbone``):
   final LayerNorm (the same space the next segment's rows live in). ``mem_len`` must be 0.
 
 Memory initialisation (``mem_init``):
-- ``"shared_random"`` (paper and reference): m copies of one N(0, 1) vector, drawn once from the
-  seed and *not* trained (the reference keeps it as a plain tensor, not a parameter).
-- ``"learned"``: one trainable N(0, 1) vector per slot.
+- ``"shared_random"`` (paper and reference): m copies of one N(0, 1) vector, a trained parameter
+  [m, d]. The reference's ``init_mem_tokens`` registers ``torch.cat([randn(1, d)] * m)`` as an
+  ``nn.Parameter`` (``requires_grad=True``); ``train_synthetic.py`` feeds
+  ``model.mem_tokens.repeat(1, B, 1)`` to each sample's first segment and the optimiser takes
+  ``model.parameters()``, so it is trained and its m rows drift apart. (With
+  ``mem_backprop_depth > 0`` the reference detaches the memory it replays, cutting that gradient;
+  here the initial memory gets its gradient whenever its segment is in the window.)
+- ``"learned"``: m independent trainable N(0, 1) vectors.
+- ``"shared_fixed"``: m copies of one N(0, 1) vector kept fixed (state, not a parameter); a
+  deviation from the reference, kept for runs made before the initial memory was trained.
 
 Carry: ``RMTCarry(memory=Float[b, m, d], started=Bool[b], xl=XLCarry | ())``. A stream whose
 ``started`` is false reads the initial memory instead of ``memory``; the substitution happens
@@ -80,6 +87,8 @@ from recurrentlab.models.transformer import Transformer
 from recurrentlab.models.transformer_xl import TransformerXL, XLCarry
 from recurrentlab.ops.attention import MaskSpec
 
+MEM_INITS = ("shared_random", "learned", "shared_fixed")
+
 
 class MemoryInit(nnx.Variable):
     """A fixed (untrained) initial memory: state of the model, not an optimiser target."""
@@ -99,7 +108,8 @@ class RMT(SequenceModel):
     def default_config(cls) -> ml_collections.ConfigDict:
         c = ml_collections.ConfigDict()
         c.num_mem_tokens = 10  # m: memory vectors read and written per segment
-        c.mem_init = "shared_random"  # shared_random (m copies of one fixed vector) | learned
+        c.mem_init = "shared_random"  # shared_random (m copies of one trained vector, as the
+        # reference) | learned (m independent vectors) | shared_fixed (untrained copies)
         c.backbone = "transformer_xl"  # transformer_xl (reference) | transformer (pre-LN)
         c.mem_len = 0  # XL cache rows per layer; 0 = no cache (transformer_xl backbone only)
         c.read_mem_from_cache = False  # memory rows may attend to the XL cache
@@ -143,8 +153,8 @@ class RMT(SequenceModel):
         if num_mem_tokens < 1:
             raise ConfigError("rmt needs num_mem_tokens >= 1 (use transformer or "
                               "transformer_xl for a model without memory tokens)")
-        if mem_init not in ("shared_random", "learned"):
-            raise ConfigError(f"mem_init '{mem_init}' unknown; use shared_random or learned")
+        if mem_init not in MEM_INITS:
+            raise ConfigError(f"mem_init '{mem_init}' unknown; use {', '.join(MEM_INITS)}")
         common = dict(vocab_size=vocab_size, rngs=rngs, num_layers=num_layers,
                       d_model=d_model, num_heads=num_heads, d_ff=d_ff, dropout=dropout,
                       attn_dropout=attn_dropout, tie_weights=tie_weights, impl=impl)
@@ -163,12 +173,14 @@ class RMT(SequenceModel):
         self.kind = backbone
         self.num_mem_tokens, self.d_model, self.dropout = num_mem_tokens, d_model, dropout
         self.mem_len, self.read_mem_from_cache = mem_len, read_mem_from_cache
-        if mem_init == "shared_random":
-            one = jax.random.normal(rngs.params(), (1, d_model))
-            self.memory_init = MemoryInit(jnp.repeat(one, num_mem_tokens, axis=0))
-        else:
+        if mem_init == "learned":
             self.memory_init = nnx.Param(jax.random.normal(rngs.params(),
                                                            (num_mem_tokens, d_model)))
+        else:
+            one = jax.random.normal(rngs.params(), (1, d_model))
+            copies = jnp.repeat(one, num_mem_tokens, axis=0)
+            kind = nnx.Param if mem_init == "shared_random" else MemoryInit
+            self.memory_init = kind(copies)
 
     def init_carry(self, batch_size: int) -> RMTCarry:
         xl = self.backbone.init_carry(batch_size) if self.kind == "transformer_xl" else ()
@@ -233,7 +245,8 @@ class RMT(SequenceModel):
         memory = jnp.where(carry.started[:, None, None], carry.memory, init)
         logits, new_memory, xl = self.segment(tokens, memory, memory, carry.xl, keys)
         started = jnp.ones((b,), bool)
-        return logits, RMTCarry(memory=new_memory.astype(jnp.float32), started=started, xl=xl)
+        return logits, RMTCarry(memory=new_memory.astype(carry.memory.dtype), started=started,
+                                xl=xl)
 
 
-__all__ = ["RMT", "RMTCarry", "MemoryInit"]
+__all__ = ["MEM_INITS", "RMT", "RMTCarry", "MemoryInit"]
