@@ -106,17 +106,22 @@ def _sigmoid(x):
 def reference_forward(model: SHARNN, x: np.ndarray, lengths: list[int]):
     """The authors' forward pass with plain loops, float64; the memory as their windows.
 
-    Position p in a call covering [p0, p0 + s) sees keys j with p0 - (m - s) <= j <= p
-    (j >= 0): the authors trim the carried memory to the last m - s states before appending
-    the s new ones. Returns logits, the LN_mem states of each attention block, last LSTM h.
+    Position p in a call covering [p0, p0 + s) sees keys j with p0 - kept <= j <= p: the
+    authors trim the L states they carry with ``mem[-(m - s):]`` (Python's slice: the last
+    m - s for s < m, all of them for s = m, all but the first s - m for s > m) before appending
+    the s new ones, and carry the last m. ``window=True``: the ``mem_trim="window"`` rule (no
+    states kept at s >= m). Returns logits, the LN_mem states of each attention block, last
+    LSTM h.
     """
     b, t = x.shape
     m = model.mem_len
+    window = model.mem_trim == "window"
     first = []
-    p0 = 0
+    p0, held = 0, 0
     for s in lengths:
-        lo = p0 if (m == 0 or s > m) else p0 - (m - s)
-        first += [max(lo, 0)] * s
+        kept = 0 if m == 0 or (window and s >= m) else len(range(held)[-(m - s):])
+        first += [p0 - kept] * s
+        held = min(kept + s, m)
         p0 += s
     assert p0 == t
     emb = _np(model.embed)
@@ -193,13 +198,17 @@ def test_one_call_equals_segments_while_memory_covers_the_past(fields, lengths):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("mem_len,lengths", [(5, [1] * 14), (7, [3, 3, 4, 4]), (3, [5, 4, 5]),
-                                             (0, [4, 5, 5])])
-def test_memory_truncation_is_exact(mem_len, lengths):
+@pytest.mark.parametrize("mem_len,lengths,trim", [
+    (5, [1] * 14, "authors"), (7, [3, 3, 4, 4], "authors"), (3, [5, 4, 5], "authors"),
+    (4, [4, 4, 4], "authors"), (0, [4, 5, 5], "authors"), (3, [5, 4, 3], "window"),
+    (4, [4, 4, 4], "window")])
+def test_memory_truncation_is_exact(mem_len, lengths, trim):
     """After overflow only the last mem_len states are kept: the segmented run equals the
-    one-pass reference whose query p sees the keys [p0 - (mem_len - s), p]; with one token per
-    call that is a sliding attention window of mem_len keys."""
-    model = tiny(mem_len=mem_len)
+    one-pass reference whose query p sees the keys the authors' trim leaves, [p0 - (mem_len - s),
+    p] for s < mem_len; with one token per call that is a sliding attention window of mem_len
+    keys. At s = mem_len the whole memory is read, at s > mem_len all but its first s - mem_len
+    states (the ``window`` trim reads none there)."""
+    model = tiny(mem_len=mem_len, mem_trim=trim)
     x = tokens(2, sum(lengths), seed=2)
     logits, carry = run_segments(model, x, lengths)
     ref, mems, _ = reference_forward(model, np.asarray(x), lengths)
@@ -213,6 +222,13 @@ def test_memory_truncation_is_exact(mem_len, lengths):
     # and the window really truncates: the reference with an untruncated memory differs
     full, _, _ = reference_forward(tiny(mem_len=100), np.asarray(x), lengths)
     assert not np.allclose(full[:, -1], logits[:, -1], atol=1e-4)
+
+
+def test_mem_trim_is_checked():
+    from recurrentlab.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="mem_trim"):
+        tiny(mem_trim="none")
 
 
 def test_causality_with_memory():

@@ -2,7 +2,8 @@
 
 Follows the authors' ``model.py`` (Smerity/sha-rnn: ``SHARNN``, ``Block``, ``Attention``,
 ``Overparam``, ``Boom``). Shape legend: b batch, s segment tokens, m ``mem_len``,
-l keys (= m when s <= m), d ``d_model``, f ``d_ff``, v vocabulary.
+l keys (m when s < m; m + s when s >= m, or s with ``mem_trim="window"``), d ``d_model``,
+f ``d_ff``, v vocabulary.
 
 Model, for a segment ``x`` Int[b, s] (all LayerNorms have eps 1e-12, their own scale/bias)::
 
@@ -11,7 +12,7 @@ Model, for a segment ``x`` Int[b, s] (all LayerNorms have eps 1e-12, their own s
         h = drop_h(LSTM_n(LN_start(h)))                   no residual around the LSTM
         if n in attn_layers:
             mh = LN_mem(h); h = LN_mid(h)
-            kv = [memory_n[:, s:] ; mh]                   the last m normalised states, [b, l, d]
+            kv = [trim(memory_n) ; mh]                    carried states + segment, [b, l, d]
             q = σ(qs) ⊙ LN_q(W_q h + b_q)                 qs, ks, vs: Float[d], start at zero
             k = σ(ks) ⊙ kv
             [c, f] = W_o σ(vs) + b_o                      "Overparam": Linear(d -> 2d)
@@ -24,15 +25,28 @@ Model, for a segment ``x`` Int[b, s] (all LayerNorms have eps 1e-12, their own s
         h = drop_h(Σ_{r<f/d} drop_h(u)[..., r·d:(r+1)·d]) + LN_ff(h)   f/d chunks, summed
     logits = drop_out(h) Eᵀ + b_dec
 
-Memory (exactly the authors' ``num_max_positions`` logic): the carry keeps the last ``m``
-normalised states ``LN_mem(h)`` of each attention block. A segment of ``s <= m`` tokens attends
-over the newest ``m - s`` of them plus itself (causally), so its last query sees exactly ``m``
-keys; query ``i`` (absolute position p, segment start p0) sees keys ``j`` with
-``p0 - (m - s) <= j <= p``. With one token per call that is a sliding window of ``m`` keys.
-Memory slots not filled yet (stream start, after a reset) are masked through ``kv_start``;
-``mem_count`` (Int[b]) says how many slots hold states. ``s > m`` (outside what the authors'
-slicing handles) attends within the segment only and keeps its last ``m`` states; ``m = 0`` means no
-memory across calls. In the paper ``m = 5000``, ``s = 1024``.
+Memory (exactly the authors' ``num_max_positions`` logic, ``mem_trim = "authors"``): the carry
+keeps the last ``m`` normalised states ``LN_mem(h)`` of each attention block, ``mem_count``
+(Int[b]) of them filled. Before a segment of ``s`` tokens the authors trim the memory they hold
+(L states) with ``mem[-(m - s):]`` and attend over ``[trimmed memory; segment]`` (causally in
+the segment, open over the memory), then keep the last ``m`` of those states. Python's slice
+makes three cases:
+
+* ``s < m``: the newest ``min(L, m - s)`` states are kept, so a segment's last query sees
+  exactly ``m`` keys; query ``i`` (absolute position p, segment start p0) sees keys
+  ``p0 - (m - s) <= j <= p``. With one token per call that is a sliding window of ``m`` keys.
+  In the paper ``m = 5000``, ``s = 1024``.
+* ``s = m``: ``mem[-0:]`` is the whole memory: the segment reads all L carried states (the
+  previous segment, once full), its last query ``2m`` keys.
+* ``s > m``: ``mem[-(m - s):] = mem[s - m:]`` drops the *first* ``s - m`` states, keeping the
+  newest ``max(L - (s - m), 0)``: ``2m - s`` once the memory is full (none for ``s >= 2m``).
+
+``mem_trim = "window"`` is the rule the authors' ``maxmem = num_max_positions - len(e)``
+intends (keep at most ``m - s`` states): the same for ``s < m``, and no memory read at ``s >= m`` (a
+segment's last query sees ``max(m, s)`` keys). Both are reasonable; the default follows the code
+the paper's numbers come from. Slots not filled yet (stream start, after a reset) are masked
+through ``kv_start``; ``m = 0`` means no memory across calls (the authors' code, whose
+``bigh[-0:]`` keeps everything, reads none either at a fixed segment length).
 
 Carry (``SHARNNCarry``): ``lstm`` per block ``LSTMState(h, c)`` Float[b, d] each; ``memory`` per
 attention block (in ``attn_layers`` order) Float[b, m, d]; ``mem_count`` Int[b].
@@ -145,28 +159,49 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
     return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
+MEM_TRIMS = ("authors", "window")
+
+
 def memory_geometry(
-    mem_len: int, seg_len: int, mem_count: Int[Array, " b"]
+    mem_len: int, seg_len: int, mem_count: Int[Array, " b"], trim: str = "authors"
 ) -> tuple[Int[Array, " b"] | None, Int[Array, " b"]]:
-    """``kv_start`` for the keys ``[memory[:, s:]; segment]`` and the new filled-slot count."""
+    """``kv_start`` for the keys of :func:`memory_keys` and the new filled-slot count.
+
+    ``s < m``: keys ``[memory[:, s:]; segment]``, the first ``max(m - s - L, 0)`` empty.
+    ``s >= m`` with ``trim="authors"``: keys ``[memory; segment]``; the authors keep the newest
+    ``len(mem[-(m - s):])`` of the L held states, i.e. keys from ``min(s - L, m)`` on.
+    ``s >= m`` with ``trim="window"``: keys = the segment alone (``None``).
+    """
+    if trim not in MEM_TRIMS:
+        raise ConfigError(f"sha_rnn: mem_trim '{trim}' unknown; use {', '.join(MEM_TRIMS)}")
     if mem_len == 0:
         return None, mem_count
-    if seg_len > mem_len:
-        return None, jnp.full_like(mem_count, mem_len)
+    full = jnp.full_like(mem_count, mem_len)
+    if seg_len >= mem_len:
+        if trim == "window":
+            return None, full
+        return jnp.minimum(seg_len - mem_count, mem_len).astype(jnp.int32), full
     kv_start = jnp.maximum(mem_len - seg_len - mem_count, 0).astype(jnp.int32)
     return kv_start, jnp.minimum(mem_count + seg_len, mem_len).astype(jnp.int32)
 
 
 def memory_keys(
-    memory: Float[Array, "b m d"], states: Float[Array, "b s d"]
+    memory: Float[Array, "b m d"], states: Float[Array, "b s d"], trim: str = "authors"
 ) -> tuple[Float[Array, "b l d"], Float[Array, "b m d"]]:
-    """Keys/values source ``[memory[:, s:]; states]`` and the memory to carry (its last m)."""
+    """Keys/values source and the memory to carry (the last m of memory and states).
+
+    ``s < m``: ``[memory[:, s:]; states]`` (l = m). ``s >= m``: ``[memory; states]``
+    (l = m + s) with ``trim="authors"``, ``states`` with ``trim="window"``; either way the
+    carried memory is the segment's last m states. See :func:`memory_geometry` for the mask.
+    """
     mem_len, seg_len = memory.shape[1], states.shape[1]
     if mem_len == 0:
         return states, memory
-    if seg_len > mem_len:
-        return states, states[:, seg_len - mem_len:]
-    kv = jnp.concatenate([memory[:, seg_len:], states], axis=1)
+    if seg_len >= mem_len:
+        kv = states if trim == "window" else jnp.concatenate([memory.astype(states.dtype),
+                                                              states], axis=1)
+        return kv, states[:, seg_len - mem_len:]
+    kv = jnp.concatenate([memory[:, seg_len:].astype(states.dtype), states], axis=1)
     return kv, kv
 
 
@@ -293,6 +328,7 @@ class SHARNN(SequenceModel):
         c.num_layers = 4  # blocks (authors' nlayers)
         c.attn_layers = (-2,)  # blocks with attention; negatives count from the end; () = none
         c.mem_len = 5000  # m: normalised states kept; the last query of a segment sees m keys
+        c.mem_trim = "authors"  # s >= mem_len: authors (their mem[-(m - s):] slice) | window
         c.dropout_input = 0.1  # on the embedding output (authors' dropouti)
         c.dropout_hidden = 0.1  # after LSTM, attention, inside and after Boom (dropouth)
         c.dropout_attn = 0.1  # on attention q and v (authors: dropouth)
@@ -312,6 +348,7 @@ class SHARNN(SequenceModel):
         num_layers: int = 4,
         attn_layers: Sequence[int] = (-2,),
         mem_len: int = 5000,
+        mem_trim: str = "authors",
         dropout_input: float = 0.1,
         dropout_hidden: float = 0.1,
         dropout_attn: float = 0.1,
@@ -324,6 +361,9 @@ class SHARNN(SequenceModel):
             raise ConfigError(f"sha_rnn: num_layers must be >= 1, got {num_layers}")
         if mem_len < 0:
             raise ConfigError(f"sha_rnn: mem_len must be >= 0, got {mem_len}")
+        if mem_trim not in MEM_TRIMS:
+            raise ConfigError(f"sha_rnn: mem_trim '{mem_trim}' unknown; use "
+                              f"{', '.join(MEM_TRIMS)}")
         if impl not in IMPLS:
             raise ConfigError(f"sha_rnn: unknown impl '{impl}'; use one of {', '.join(IMPLS)}")
         attn = resolve_attn_layers(attn_layers, num_layers)
@@ -332,6 +372,7 @@ class SHARNN(SequenceModel):
         self.num_layers = num_layers
         self.attn_layers = attn
         self.mem_len = mem_len
+        self.mem_trim = mem_trim
         self.dropout_input = dropout_input
         self.dropout_hidden = dropout_hidden
         self.dropout_attn = dropout_attn
@@ -369,7 +410,8 @@ class SHARNN(SequenceModel):
         # one dropout key per site: fold_in(key, i), i = 0, 1 model-level, 8 n + j in block n
         site = (lambda i: None) if key is None else (lambda i: jax.random.fold_in(key, i))
         seg_len = tokens.shape[1]
-        kv_start, new_count = memory_geometry(self.mem_len, seg_len, carry.mem_count)
+        kv_start, new_count = memory_geometry(self.mem_len, seg_len, carry.mem_count,
+                                              self.mem_trim)
 
         embed = self.embed[...]
         h = dropout(jnp.take(embed, tokens, axis=0), self.dropout_input, site(0))
@@ -380,7 +422,7 @@ class SHARNN(SequenceModel):
             h = dropout(h, self.dropout_hidden, site(8 * n + 2))
             if block.attn is not None:
                 mh, h = block.ln_mem(h), block.ln_mid(h)
-                kv, memory = memory_keys(carry.memory[slot], mh)
+                kv, memory = memory_keys(carry.memory[slot], mh, self.mem_trim)
                 new_memory.append(memory)
                 slot += 1
                 a = block.attn(h, kv, kv_start, drop_qv=self.dropout_attn,
