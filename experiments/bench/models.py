@@ -35,7 +35,8 @@ SHAPES = {
         "transformer": dict(d_model=16, num_heads=2, num_layers=1, d_ff=32, max_len=64),
         "transformer_xl": dict(d_model=16, num_heads=2, num_layers=1, d_ff=32, mem_len=8),
         "rmt": dict(d_model=16, num_heads=2, num_layers=1, d_ff=32, num_mem_tokens=2),
-        "sha_rnn": dict(d_model=16, d_ff=32, num_layers=2, mem_len=8),
+        "sha_rnn": dict(d_model=16, d_ff=32, num_layers=2,
+                        mem_len=16),  # > segment 8: each segment reads 8 carried states
         "ntm": dict(controller_size=16, memory_slots=8, memory_width=4),
     },
 }
