@@ -85,6 +85,21 @@ Deviations from Collier & Beel, all deliberate:
 * ``clip <= 0`` switches clipping off (Collier always clips; default 20 as Collier);
 * the token interface above (Collier feeds bit vectors and scores bits directly).
 
+How this differs from loudinthecloud/pytorch-ntm (``ntm/head.py``, ``ntm/memory.py``,
+``ntm/ntm.py``, ``ntm/aio.py``), where it differs from Collier & Beel; we follow Collier:
+
+* the key ``k`` and the add vector ``a`` are squashed with ``tanh`` (Collier); loudinthecloud
+  uses both unsquashed, straight from the head's linear layer. ``beta`` (softplus), ``g``
+  (sigmoid), ``s`` (softmax), ``gamma`` (1 + softplus) and ``e`` (sigmoid) agree;
+* all heads address ``M_{t-1}``, the reads read it, and the writes follow in order (Collier).
+  loudinthecloud's ``EncapsulatedNTM`` interleaves the heads as read 1, write 1, read 2, write 2,
+  ... and runs each on the memory as the previous heads left it, so with several heads read
+  head 2 addresses and reads the memory after write head 1, and write head 2 addresses it too.
+  With one read and one write head (the copy setup) the two orders compute the same step;
+* loudinthecloud's initial memory is U(±1/√(n + m)) and its initial read vectors N(0, 0.01²),
+  both buffers (not trained), with zero initial weightings; it clips nothing, shifts by at most
+  one slot, and adds 1e-16 inside the cosine similarity and the sharpening's normaliser.
+
 Initialisation as Collier: the head and output layers truncated-normal with std
 ``1/sqrt(fan_in)`` (Collier uses ``1/sqrt(d)`` for the head layer, ``1/sqrt(d + hr*m)`` for the
 output), zero biases; the LSTM kernel Glorot-uniform, zero bias and forget bias +1 added in the
