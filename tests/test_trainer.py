@@ -241,3 +241,38 @@ def test_the_train_step_donates_its_state_and_keeps_the_fresh_carry(tiny_config)
         state, _ = step(state, rest, fresh, batch)
         assert all(leaf.is_deleted() for leaf in before)  # updated in place, not copied
     assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(fresh))
+
+
+# --- what the records count ---------------------------------------------------------
+
+
+def test_logged_loss_is_the_cross_entropy_and_the_penalty_is_optimised_apart(tmp_path,
+                                                                           tiny_config):
+    config = tiny_config(num_steps=1, checkpoint_every=1)
+    config.model.update(dict(dropout=0.0, dropouth=0.0, dropouti=0.0, wdrop=0.0,
+                             ar_alpha=50.0, tar_beta=50.0))  # AWD's AR/TAR, made large
+    train_and_evaluate(config, tmp_path / "run")
+    (record,) = read_metrics(tmp_path / "run", "train")
+
+    dataset, model = build_run(config)  # the run's initial parameters
+    t = config.train
+    window = dataset.train_window(0, t.batch_size, t.segment_len * t.bptt_segments)
+    batch = {k: jnp.asarray(window[k]) for k in ("inputs", "targets", "mask")}
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def objective(p):
+        return window_loss(nnx.merge(graphdef, p, rest), model.init_carry(t.batch_size), batch,
+                           segment_len=t.segment_len, train=True, key=jax.random.PRNGKey(0))
+
+    (total, (_, aux)), grads = jax.jit(jax.value_and_grad(objective, has_aux=True))(params)
+    cross_entropy = float(aux["nll_sum"] / aux["count"])
+    norm = lambda g: float(jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(g))))
+    assert record["loss"] == pytest.approx(cross_entropy, rel=1e-5)
+    assert record["bits"] == pytest.approx(cross_entropy / np.log(2), rel=1e-5)
+    assert record["penalty"] == pytest.approx(float(aux["penalty"]), rel=1e-4)
+    assert float(total) == pytest.approx(cross_entropy + record["penalty"], rel=1e-5)
+    assert record["penalty"] > 1e-3 * record["loss"]  # it would show in loss if it were there
+    # the step optimised cross-entropy + penalty: its gradient norm is that of the sum
+    ce_grads = jax.grad(lambda p: objective(p)[1][1]["nll_sum"] / aux["count"])(params)
+    assert record["grad_norm"] == pytest.approx(norm(grads), rel=1e-4)
+    assert abs(norm(grads) - norm(ce_grads)) > 1e-3 * norm(grads)

@@ -47,6 +47,18 @@ class SequenceModel(nnx.Module):
     ) -> tuple[jax.Array, Carry]:
         raise NotImplementedError
 
+    def call_with_penalty(
+        self, tokens: jax.Array, carry: Carry, *, train: bool = False, key: jax.Array | None = None
+    ) -> tuple[jax.Array, Carry, jax.Array]:
+        """The auxiliary-loss hook: ``(logits, carry, penalty)``, ``penalty`` a float32 scalar.
+
+        In training the trainer optimises ``cross-entropy + mean over segments of penalty`` and
+        logs the two apart (``loss``/``bits`` are the cross-entropy alone, ``penalty`` its own
+        metric). The default penalty is 0; a model with a regulariser on its activations
+        overrides this (AWD-LSTM's AR/TAR)."""
+        logits, carry = self(tokens, carry, train=train, key=key)
+        return logits, carry, jnp.zeros((), jnp.float32)
+
 
 def reset_carry(carry: Carry, fresh: Carry, reset: jax.Array) -> Carry:
     """Replace the carry of the streams where ``reset`` (Bool[B]) is true by ``fresh``."""

@@ -63,14 +63,16 @@ def window_loss(
     remat: bool = False,
     unroll: int = 1,
 ) -> tuple[jax.Array, tuple[Carry, dict[str, Any]]]:
-    """Mean masked cross-entropy over a window, scanning its segments with the carry.
+    """The training objective of a window, scanning its segments with the carry.
 
     Segment ``k`` is called with ``key = fold_in(key, k)``. With ``remat`` each segment is
     recomputed in the backward pass (``jax.checkpoint``): activation memory then grows with
-    K*|carry| + S rather than K*S. Returns ``(loss, (carry_out, aux))`` with ``aux`` holding
-    ``nll_sum``, ``count``, ``correct`` (masked argmax hits) and ``penalty``. A model with a
-    ``call_with_penalty`` method (AWD-LSTM's AR/TAR) has its mean per-segment penalty added to
-    the training loss.
+    K*|carry| + S rather than K*S. Returns ``(objective, (carry_out, aux))`` with ``aux``
+    holding ``nll_sum``, ``count``, ``correct`` (masked argmax hits) and ``penalty``. The
+    objective is the mean masked cross-entropy ``nll_sum / count``, plus in training the mean
+    per-segment penalty of the model's auxiliary-loss hook
+    (:meth:`~recurrentlab.models.base.SequenceModel.call_with_penalty`; AWD-LSTM's AR/TAR,
+    0 for most models). Report the cross-entropy from ``aux``, not the objective.
     """
     inputs = to_segments(batch["inputs"], segment_len)
     targets = to_segments(batch["targets"], segment_len)
@@ -78,11 +80,9 @@ def window_loss(
     num_segments = inputs.shape[0]
     keys = _segment_keys(key, num_segments)
 
-    with_penalty = train and hasattr(model, "call_with_penalty")
-
     def segment(carry, xs):
         x, y, m, k = xs
-        if with_penalty:  # AWD-LSTM's activation regularisers (AR/TAR)
+        if train:  # the auxiliary-loss hook: a training-only penalty such as AWD's AR/TAR
             logits, carry, penalty = model.call_with_penalty(x, carry, train=train, key=k)
         else:
             logits, carry = model(x, carry, train=train, key=k)

@@ -100,8 +100,12 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
         }
         if placement is not None:
             new_state = placement.constrain(new_state)
-        metrics = {"loss": loss, "grad_norm": grad_norm, "finite": finite,
-                   "accuracy": totals["correct"] / jnp.maximum(totals["count"], 1.0)}
+        # The logged loss is the cross-entropy alone; an auxiliary loss (AWD's AR/TAR) is
+        # optimised with it and logged as its own metric.
+        count = jnp.maximum(totals["count"], 1.0)
+        metrics = {"loss": totals["nll_sum"] / count, "penalty": totals["penalty"],
+                   "grad_norm": grad_norm, "finite": finite,
+                   "accuracy": totals["correct"] / count}
         return new_state, metrics
 
     # The state is donated: XLA updates params and optimiser state in place instead of
