@@ -36,6 +36,8 @@ def base_config() -> ml_collections.ConfigDict:
     t.carry_across_windows = True  # pass the carry (stop-gradient) to the next window
     t.remat = False  # jax.checkpoint each segment: memory ~ K*|carry| + S, not K*S
     t.scan_unroll = 1  # lax.scan unroll over the K segments of a window
+    t.carry_gradient = "none"  # gradient through the carry: none (truncated BPTT) | rtrl | snap1
+    t.influence_budget_mb = 1024  # refuse a carry_gradient influence (ds/dθ) larger than this
     t.num_steps = 1000  # optimiser steps
     t.optimizer = "adam"  # adam | adamw | lamb | sgd
     t.lr = 1e-3  # peak learning rate
@@ -223,10 +225,29 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if not t.eval_every:
             raise ConfigError(f"train.stop_when='{t.stop_when}' is checked at evaluations; "
                               f"set train.eval_every > 0")
+    check_carry_gradient_fields(t)
     if not config.model.get("name"):
         raise ConfigError("config.model.name is empty; start from recurrentlab.models.model_config")
     if not config.data.get("name"):
         raise ConfigError("config.data.name is empty; start from recurrentlab.data.data_config")
+
+
+# train.carry_gradient: see recurrentlab.train.carry_gradient
+CARRY_GRADIENT_MODES = ("none", "rtrl", "snap1")
+
+
+def check_carry_gradient_fields(t: ml_collections.ConfigDict) -> None:
+    """``train.carry_gradient`` and ``train.influence_budget_mb`` (the model-dependent checks,
+    support and the influence's size, are in ``carry_gradient.check_carry_gradient``)."""
+    mode = t.get("carry_gradient", "none")
+    if mode not in CARRY_GRADIENT_MODES:
+        raise ConfigError(f"train.carry_gradient '{mode}' unknown; use none (truncated BPTT), "
+                          f"rtrl (exact) or snap1 (SnAp-1)")
+    if t.get("influence_budget_mb", 0) < 0:
+        raise ConfigError(f"train.influence_budget_mb must be >= 0, got {t.influence_budget_mb}")
+    if mode != "none" and not t.carry_across_windows:
+        raise ConfigError(f"train.carry_gradient='{mode}' carries the influence across windows "
+                          f"with the carry; it needs train.carry_across_windows=True")
 
 
 _STOP_WHEN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*([<>]=?)\s*([-+0-9.eE]+)\s*$")

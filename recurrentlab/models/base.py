@@ -10,13 +10,32 @@ The carry is a pytree whose every leaf has the batch axis first, so a trainer ca
 carry of single streams (``reset_carry``) and shard it with its streams. Stateless models
 return ``()``. Randomness is explicit: ``key`` drives dropout when ``train=True`` and models
 never mutate RNG state, so a call can sit inside ``jax.lax.scan`` and ``jax.checkpoint``.
+Gradients through the carry (``train.carry_gradient``, :mod:`recurrentlab.train.carry_gradient`).
+A model opts in per mode by listing it in ``carry_gradient_modes``; the trainer refuses the
+others with one line naming the models that support the mode. What each mode needs:
+
+* ``"rtrl"`` (exact): nothing beyond the carry contract, plus two properties the model's
+  tests must show: streams are independent (row b of the carry depends only on row b of
+  the tokens, so the window can run per stream under ``jax.vmap`` with batch 1), and every
+  carry leaf is floating point. :meth:`SequenceModel.influence_filter` names the parameters
+  whose influence on the carry is kept (default: all); parameters that never reach the
+  carry (a decoder) only cost memory there.
+* ``"snap1"`` (SnAp-1): the model owns the sparsity pattern, so it provides three methods:
+  :meth:`init_traces` (zero traces, batch first), :meth:`call_with_traces` (the forward
+  call that also advances the traces inside its scan) and :meth:`traces_gradient` (the
+  contraction ``g0 . J0`` of the carry gradient with the traces).
+
+An NTM controller or a SHA-RNN LSTM follows the LSTM: its carry is floating point and
+per stream (rtrl as is, once its per-stream independence is tested); for snap1 it keeps
+per-unit traces of its LSTM weights (:func:`recurrentlab.models.lstm.snap1_traces`) and
+treats memory and attention parameters as the LSTM treats its embedding.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -47,17 +66,34 @@ class SequenceModel(nnx.Module):
     ) -> tuple[jax.Array, Carry]:
         raise NotImplementedError
 
-    def call_with_penalty(
-        self, tokens: jax.Array, carry: Carry, *, train: bool = False, key: jax.Array | None = None
-    ) -> tuple[jax.Array, Carry, jax.Array]:
-        """The auxiliary-loss hook: ``(logits, carry, penalty)``, ``penalty`` a float32 scalar.
+    # --- gradients through the carry (train.carry_gradient); see the module docstring ---
 
-        In training the trainer optimises ``cross-entropy + mean over segments of penalty`` and
-        logs the two apart (``loss``/``bits`` are the cross-entropy alone, ``penalty`` its own
-        metric). The default penalty is 0; a model with a regulariser on its activations
-        overrides this (AWD-LSTM's AR/TAR)."""
-        logits, carry = self(tokens, carry, train=train, key=key)
-        return logits, carry, jnp.zeros((), jnp.float32)
+    #: ``train.carry_gradient`` modes besides ``"none"`` that this model supports.
+    carry_gradient_modes: ClassVar[tuple[str, ...]] = ()
+
+    def influence_filter(self) -> Any:
+        """``"rtrl"``: an nnx filter of the parameters whose influence on the carry is kept."""
+        return nnx.Param
+
+    def init_traces(self, batch_size: int) -> Any:
+        """``"snap1"``: the SnAp-1 traces of a fresh stream (zeros), every leaf batch first."""
+        raise NotImplementedError
+
+    def call_with_traces(
+        self, tokens: jax.Array, carry: Carry, traces: Any, *, train: bool = False,
+        key: jax.Array | None = None,
+    ) -> tuple[jax.Array, Carry, Any, jax.Array]:
+        """``"snap1"``: ``(logits, carry, traces, penalty)``; the traces advance over the call.
+
+        ``penalty`` is what ``call_with_penalty`` adds to the loss (0 if the model has none).
+        The traces carry no gradient (they are computed under ``stop_gradient``).
+        """
+        raise NotImplementedError
+
+    def traces_gradient(self, carry_grad: Carry, traces: Any) -> dict[tuple, jax.Array]:
+        """``"snap1"``: ``sum_b g0_b . J0_b``, keyed by parameter path (e.g. ``("layers", 0,
+        "w_hh")``), from ``carry_grad`` = dL/ds0 (carry-shaped) and the traces at s0."""
+        raise NotImplementedError
 
 
 def reset_carry(carry: Carry, fresh: Carry, reset: jax.Array) -> Carry:

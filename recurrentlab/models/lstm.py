@@ -47,16 +47,29 @@ optimiser step) this is exactly AWD-LSTM's once per batch; with K > 1 segments p
 each segment draws fresh masks (the trainer folds the segment index into the key).
 ``train=False`` or ``key=None``: no dropout at all.
 
-AR/TAR: ``__call__`` keeps the carry contract ``(logits, carry)``. AWD's activation
-penalties come through every model's auxiliary-loss hook, :meth:`LSTM.call_with_penalty`,
-which also returns ``ar_alpha · mean(out²) + tar_beta · mean((h_t - h_{t-1})²)`` over the
-segment (:func:`recurrentlab.models.regularizers.ar_tar_penalty`); the trainer adds it to the
-optimised loss and logs it as ``penalty``, apart from the cross-entropy ``loss``/``bits``.
+AR/TAR: ``__call__`` keeps the carry contract ``(logits, carry)``. A trainer that wants
+AWD's activation penalties calls :meth:`LSTM.call_with_penalty`, which also returns
+``ar_alpha · mean(out²) + tar_beta · mean((h_t - h_{t-1})²)`` over the segment
+(:func:`recurrentlab.models.regularizers.ar_tar_penalty`), to be added to the loss.
 
 Fast path (``custom_vjp=True``): :func:`lstm_recurrence_fused` is the same recurrence with a
 hand-written backward pass: the reverse time loop runs only the recurrent matmul
 ``dz_t W_hhᵀ``; the weight gradient ``Σ_t h_{t-1}ᵀ dz_t`` is one large matmul after the
 loop. Tests check it equals autodiff of the plain path.
+
+Gradients through the carry (``train.carry_gradient``; :mod:`recurrentlab.train.carry_gradient`
+has the equations): the LSTM supports ``"rtrl"`` (exact; the influence covers the embedding
+and every layer, not the decoder, which never reaches the carry) and ``"snap1"`` (SnAp-1,
+Menick et al. 2021, :func:`snap1_traces`). SnAp-1 keeps, per stream and per parameter of a
+layer, the influence on the one unit the parameter feeds in one step: a weight into column
+``j`` of the gates (``u = j mod h``) keeps traces for ``c_u`` and ``h_u``. Two choices, both
+deliberate: (1) layers are treated one by one: layer ``l``'s traces cover its own
+parameters and its own units; the influence of layer ``l-1``'s parameters on layer ``l``'s
+state (through its input, within the same step) is dropped, which is SnAp-1 applied to
+each layer as an RNN whose input is the layer below; (2) the embedding (and the decoder)
+keep no traces: an embedding entry moves every unit of layer 0 in one step (a dense
+pattern, O(units x vocabulary x e) per stream), so in ``"snap1"`` it learns from the
+window's truncated gradient only.
 
 Deviations from the authors' code (documented, deliberate):
 
@@ -275,6 +288,125 @@ def lstm_layer(
     return hs, final
 
 
+# --- SnAp-1 traces (train.carry_gradient="snap1") ------------------------------------
+
+
+class Snap1Traces(NamedTuple):
+    """SnAp-1 influence of one layer's parameters on their own unit, per stream.
+
+    ``c.w_ih[b, r, j] = ∂c_u/∂W_ih[r, j]`` and ``h.w_ih[b, r, j] = ∂h_u/∂W_ih[r, j]`` with
+    ``u = j mod h`` (the unit whose gate column ``j`` is), likewise for ``w_hh``, ``b_ih``,
+    ``b_hh``: every leaf is ``[b, *parameter shape]``, float32.
+    """
+
+    c: LSTMWeights
+    h: LSTMWeights
+
+
+def init_snap1_traces(in_dim: int, hidden_dim: int, batch_size: int) -> Snap1Traces:
+    """Zero traces (a fresh stream) of a layer reading ``in_dim`` inputs."""
+    g = 4 * hidden_dim
+    zeros = lambda *shape: jnp.zeros((batch_size, *shape), jnp.float32)
+    weights = lambda: LSTMWeights(zeros(in_dim, g), zeros(hidden_dim, g), zeros(g), zeros(g))
+    return Snap1Traces(weights(), weights())
+
+
+def _tile_units(x: Float[Array, "... h"]) -> Float[Array, "... g"]:
+    """Unit values onto gate columns: column ``j = γh + u`` gets ``x[u]``."""
+    return jnp.tile(x, (1,) * (x.ndim - 1) + (4,))
+
+
+def snap1_traces(
+    weights: LSTMWeights,
+    traces: Snap1Traces,
+    state: LSTMState,
+    xs: Float[Array, "t b d"],
+    hs: Float[Array, "t b h"],
+    *,
+    w_hh_scale: Float[Array, "h g"] | None = None,
+    unroll: int = 1,
+) -> Snap1Traces:
+    """Advance one layer's SnAp-1 traces over a segment (time-major, no gradient).
+
+    ``weights`` are the weights the layer ran with (``w_hh`` after DropConnect; then
+    ``w_hh_scale = ∂W_hh,eff/∂W_hh``, the mask over keep-probability), ``state`` the layer's
+    state before the segment, ``xs`` its inputs and ``hs`` its outputs. With
+    ``z_t = x_t W_ih + b_ih + b_hh + h_{t-1} W_hh`` and the gates ``i, f, g, o`` of ``z_t``::
+
+        κ_t = ∂c_t/∂z_t = [g·i(1-i), c_{t-1}·f(1-f), i(1-g²), 0]              [b, 4h]
+        η_t = ∂h_t/∂z_t = o(1-tanh²c_t)·κ_t + [0, 0, 0, tanh c_t·o(1-o)]
+        w_γ[u] = W_hh[u, γh + u]   (each gate's recurrent diagonal)
+        the 2x2 one-step Jacobian of unit u's (c_u, h_u):
+            ∂c/∂c = f          ∂c/∂h = Σ_γ κ_γ w_γ
+            ∂h/∂c = o(1-tanh²c_t)·f    ∂h/∂h = Σ_γ η_γ w_γ
+        for a parameter θ[r, j] of unit u = j mod h with input ξ_r
+        (x_t[r] for W_ih, h_{t-1}[r]·scale[r, j] for W_hh, 1 for the biases):
+            Jc_t = ∂c/∂c·Jc_{t-1} + ∂c/∂h·Jh_{t-1} + κ_t[j]·ξ_r
+            Jh_t = ∂h/∂c·Jc_{t-1} + ∂h/∂h·Jh_{t-1} + η_t[j]·ξ_r
+
+    This is exact RTRL restricted to the SnAp-1 pattern (Menick et al. 2021, eq. 5 with
+    n = 1): exact when the units do not interact (one unit, or ``W_hh`` zero off each
+    gate's diagonal). Cost per step: an outer product per weight matrix, O(params) per
+    stream, and one recomputation of the gates (a matmul, as the forward pass).
+    """
+    xs, hs = jax.lax.stop_gradient(xs), jax.lax.stop_gradient(hs)
+    h0 = jax.lax.stop_gradient(state.h).astype(jnp.float32)
+    c0 = jax.lax.stop_gradient(state.c).astype(jnp.float32)
+    weights = jax.lax.stop_gradient(weights)
+    h_prev = jnp.concatenate([h0[None], hs[:-1].astype(jnp.float32)], axis=0)
+    z = input_projection(weights, xs) + _dot(h_prev, weights.w_hh)  # [t, b, 4h], float32
+    h = h0.shape[-1]
+    w_hh = weights.w_hh.astype(jnp.float32)
+    diag = jnp.stack([w_hh[jnp.arange(h), k * h + jnp.arange(h)] for k in range(4)])  # [4, h]
+    scale = None if w_hh_scale is None else w_hh_scale.astype(jnp.float32)
+
+    def step(carry, inputs):
+        c_prev, tr = carry
+        x, hp, zt = inputs
+        i, f, g, o = jnp.split(_gate_activations(zt), 4, axis=-1)
+        c = f * c_prev + i * g
+        tanh_c = jnp.tanh(c)
+        dtanh = o * (1.0 - tanh_c * tanh_c)
+        kappa = jnp.concatenate([g * i * (1 - i), c_prev * f * (1 - f), i * (1 - g * g),
+                                 jnp.zeros_like(o)], axis=-1)
+        eta = _tile_units(dtanh) * kappa + jnp.concatenate(
+            [jnp.zeros_like(i), jnp.zeros_like(f), jnp.zeros_like(g), tanh_c * o * (1 - o)],
+            axis=-1)
+        k4, e4 = kappa.reshape(*kappa.shape[:-1], 4, h), eta.reshape(*eta.shape[:-1], 4, h)
+        a_cc, a_ch = f, jnp.sum(k4 * diag, axis=-2)
+        a_hc, a_hh = dtanh * f, jnp.sum(e4 * diag, axis=-2)
+        a_cc, a_ch, a_hc, a_hh = map(_tile_units, (a_cc, a_ch, a_hc, a_hh))  # [b, 4h]
+        hp_in = hp[:, :, None] if scale is None else hp[:, :, None] * scale
+
+        def advance(jc, jh, xi):  # xi: [b, r, 4h] input factor, or None (a bias)
+            expand = (lambda v: v[:, None, :]) if xi is not None else (lambda v: v)
+            imm_c = kappa if xi is None else xi * kappa[:, None, :]
+            imm_h = eta if xi is None else xi * eta[:, None, :]
+            return (expand(a_cc) * jc + expand(a_ch) * jh + imm_c,
+                    expand(a_hc) * jc + expand(a_hh) * jh + imm_h)
+
+        new = [advance(jc, jh, xi) for jc, jh, xi in zip(
+            tr.c, tr.h, (x.astype(jnp.float32)[:, :, None], hp_in, None, None), strict=True)]
+        tr = Snap1Traces(LSTMWeights(*(n[0] for n in new)), LSTMWeights(*(n[1] for n in new)))
+        return (c, tr), None
+
+    (_, traces), _ = jax.lax.scan(step, (c0, traces), (xs, h_prev, z), unroll=unroll)
+    return traces
+
+
+def snap1_gradient(carry_grad: LSTMState, traces: Snap1Traces) -> LSTMWeights:
+    """``Σ_b g0_b · J0_b`` on one layer's parameters: ``∂L/∂θ[r, j] += Σ_b ∂L/∂c0_u ·
+    Jc[b, r, j] + ∂L/∂h0_u · Jh[b, r, j]`` with ``u = j mod h`` (the SnAp-1 carry term)."""
+    gc = _tile_units(carry_grad.c.astype(jnp.float32))
+    gh = _tile_units(carry_grad.h.astype(jnp.float32))
+
+    def contract(jc, jh):
+        spec = "bj,bj->j" if jc.ndim == 2 else "bj,brj->rj"
+        return jnp.einsum(spec, gc, jc) + jnp.einsum(spec, gh, jh)
+
+    return LSTMWeights(*(contract(jc, jh) for jc, jh in zip(traces.c, traces.h, strict=True)))
+
+
 # --- Flax module ----------------------------------------------------------------------
 
 
@@ -341,6 +473,8 @@ class LSTM(SequenceModel):
 
     Carry: a tuple with one :class:`LSTMState` ``(h [b, h_l], c [b, h_l])`` per layer.
     """
+
+    carry_gradient_modes = ("rtrl", "snap1")  # train.carry_gradient (see the module docstring)
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
@@ -442,6 +576,10 @@ class LSTM(SequenceModel):
         key: PRNGKeyArray | None = None,
     ) -> LSTMOutput:
         """The full forward pass, also returning the last layer's raw and dropped outputs."""
+        return self._run(tokens, carry, train=train, key=key)[0]
+
+    def _run(self, tokens, carry, *, train, key, traces=None):
+        """``forward``, and with ``traces`` (SnAp-1) the traces advanced over the call."""
         if len(carry) != self.num_layers:
             raise ValueError(f"carry has {len(carry)} layers, model has {self.num_layers}")
         dtype = _DTYPES[self.dtype]
@@ -454,14 +592,21 @@ class LSTM(SequenceModel):
         # time-major inside: [t, b, e]
         x = embedding_dropout(k_embed, table, tokens.T, self.dropoute if drop else 0.0)
         x = locked_dropout(k_in, x, self.dropouti if drop else 0.0, time_axis=0)
-        new_carry = []
+        new_carry, new_traces = [], []
         for i, layer in enumerate(self.layers):
             weights = layer.weights(dtype)
             w_hh = weight_drop(k_layers[2 * i], weights.w_hh, self.wdrop if drop else 0.0)
+            x_in = x
             x, state = lstm_layer(
                 weights._replace(w_hh=w_hh), carry[i], x, time_major=True,
                 unroll=self.scan_unroll, custom_vjp=self.custom_vjp,
             )
+            if traces is not None:
+                scale = (weight_drop(k_layers[2 * i], jnp.ones_like(weights.w_hh), self.wdrop)
+                         if drop and self.wdrop else None)
+                new_traces.append(snap1_traces(weights._replace(w_hh=w_hh), traces[i], carry[i],
+                                               x_in, x, w_hh_scale=scale,
+                                               unroll=self.scan_unroll))
             new_carry.append(state)
             if i != self.num_layers - 1:
                 x = locked_dropout(k_layers[2 * i + 1], x, self.dropouth if drop else 0.0,
@@ -473,7 +618,8 @@ class LSTM(SequenceModel):
         else:
             logits = _dot(out, self.decoder[...].astype(dtype))
         logits = logits + self.decoder_bias[...]
-        return LSTMOutput(logits, tuple(new_carry), raw, out)
+        out = LSTMOutput(logits, tuple(new_carry), raw, out)
+        return out, (tuple(new_traces) if traces is not None else None)
 
     def __call__(
         self,
@@ -503,3 +649,42 @@ class LSTM(SequenceModel):
         penalty = ar_tar_penalty(out.dropped_output, out.raw_output,
                                  alpha=self.ar_alpha, beta=self.tar_beta)
         return out.logits, out.carry, penalty
+
+    # --- train.carry_gradient ------------------------------------------------------------
+
+    def influence_filter(self):
+        """``"rtrl"``: the embedding and the layers move the carry; the decoder does not."""
+        return (nnx.PathContains("embedding"), nnx.PathContains("layers"))
+
+    def init_traces(self, batch_size: int) -> tuple[Snap1Traces, ...]:
+        """``"snap1"``: zero :class:`Snap1Traces` per layer."""
+        inputs = (self.embed_dim,) + self.layer_sizes[:-1]
+        return tuple(init_snap1_traces(d, h, batch_size)
+                     for d, h in zip(inputs, self.layer_sizes, strict=True))
+
+    def call_with_traces(
+        self,
+        tokens: Int[Array, "b t"],
+        carry: tuple[LSTMState, ...],
+        traces: tuple[Snap1Traces, ...],
+        *,
+        train: bool = False,
+        key: PRNGKeyArray | None = None,
+    ) -> tuple[Float[Array, "b t v"], tuple[LSTMState, ...], tuple[Snap1Traces, ...],
+               Float[Array, ""]]:
+        """``(logits, carry, traces, penalty)``: :meth:`call_with_penalty` that also advances
+        every layer's SnAp-1 traces (:func:`snap1_traces`) over the call."""
+        out, traces = self._run(tokens, carry, train=train, key=key, traces=traces)
+        penalty = ar_tar_penalty(out.dropped_output, out.raw_output,
+                                 alpha=self.ar_alpha, beta=self.tar_beta)
+        return out.logits, out.carry, traces, penalty
+
+    def traces_gradient(
+        self, carry_grad: tuple[LSTMState, ...], traces: tuple[Snap1Traces, ...]
+    ) -> dict[tuple, jax.Array]:
+        """``"snap1"``: the carry term ``Σ_b g0_b · J0_b`` of every layer's parameters."""
+        out = {}
+        for i, (g, tr) in enumerate(zip(carry_grad, traces, strict=True)):
+            for name, value in snap1_gradient(g, tr)._asdict().items():
+                out[("layers", i, name)] = value
+        return out
