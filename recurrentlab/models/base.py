@@ -10,6 +10,7 @@ The carry is a pytree whose every leaf has the batch axis first, so a trainer ca
 carry of single streams (``reset_carry``) and shard it with its streams. Stateless models
 return ``()``. Randomness is explicit: ``key`` drives dropout when ``train=True`` and models
 never mutate RNG state, so a call can sit inside ``jax.lax.scan`` and ``jax.checkpoint``.
+
 Gradients through the carry (``train.carry_gradient``, :mod:`recurrentlab.train.carry_gradient`).
 A model opts in per mode by listing it in ``carry_gradient_modes``; the trainer refuses the
 others with one line naming the models that support the mode. What each mode needs:
@@ -94,6 +95,18 @@ class SequenceModel(nnx.Module):
         """``"snap1"``: ``sum_b g0_b . J0_b``, keyed by parameter path (e.g. ``("layers", 0,
         "w_hh")``), from ``carry_grad`` = dL/ds0 (carry-shaped) and the traces at s0."""
         raise NotImplementedError
+
+    def call_with_penalty(
+        self, tokens: jax.Array, carry: Carry, *, train: bool = False, key: jax.Array | None = None
+    ) -> tuple[jax.Array, Carry, jax.Array]:
+        """The auxiliary-loss hook: ``(logits, carry, penalty)``, ``penalty`` a float32 scalar.
+
+        In training the trainer optimises ``cross-entropy + mean over segments of penalty`` and
+        logs the two apart (``loss``/``bits`` are the cross-entropy alone, ``penalty`` its own
+        metric). The default penalty is 0; a model with a regulariser on its activations
+        overrides this (AWD-LSTM's AR/TAR)."""
+        logits, carry = self(tokens, carry, train=train, key=key)
+        return logits, carry, jnp.zeros((), jnp.float32)
 
 
 def reset_carry(carry: Carry, fresh: Carry, reset: jax.Array) -> Carry:

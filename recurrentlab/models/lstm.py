@@ -47,10 +47,11 @@ optimiser step) this is exactly AWD-LSTM's once per batch; with K > 1 segments p
 each segment draws fresh masks (the trainer folds the segment index into the key).
 ``train=False`` or ``key=None``: no dropout at all.
 
-AR/TAR: ``__call__`` keeps the carry contract ``(logits, carry)``. A trainer that wants
-AWD's activation penalties calls :meth:`LSTM.call_with_penalty`, which also returns
-``ar_alpha · mean(out²) + tar_beta · mean((h_t - h_{t-1})²)`` over the segment
-(:func:`recurrentlab.models.regularizers.ar_tar_penalty`), to be added to the loss.
+AR/TAR: ``__call__`` keeps the carry contract ``(logits, carry)``. AWD's activation
+penalties come through every model's auxiliary-loss hook, :meth:`LSTM.call_with_penalty`,
+which also returns ``ar_alpha · mean(out²) + tar_beta · mean((h_t - h_{t-1})²)`` over the
+segment (:func:`recurrentlab.models.regularizers.ar_tar_penalty`); the trainer adds it to the
+optimised loss and logs it as ``penalty``, apart from the cross-entropy ``loss``/``bits``.
 
 Fast path (``custom_vjp=True``): :func:`lstm_recurrence_fused` is the same recurrence with a
 hand-written backward pass: the reverse time loop runs only the recurrent matmul
