@@ -213,7 +213,7 @@ class Placement:
         for name, tree in state.items():
             if name in ("params", "opt_state"):
                 out[name] = jax.tree.map(lambda x: self.param_sharding(x.shape), tree)
-            elif name == "carry":
+            elif name in ("carry", "influence"):  # per stream (influence: train.carry_gradient)
                 out[name] = jax.tree.map(lambda x: self.sharded, tree)
             else:
                 out[name] = jax.tree.map(lambda x: self.replicated, tree)

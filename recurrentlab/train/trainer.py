@@ -4,7 +4,9 @@ A step takes window ``t`` (``W = K*S`` tokens per stream, a pure function of ``t
 the carry of streams that start afresh, scans the K segments (``step.window_loss``), applies
 one optimiser update and hands the carry to the next step under ``stop_gradient`` (or resets
 it when ``train.carry_across_windows`` is false). The train state — params, optimiser state,
-carry, step, base key — is checkpointed, so a resumed run continues bit-for-bit.
+carry, step, base key, and with ``train.carry_gradient`` the influence
+(:mod:`recurrentlab.train.carry_gradient`) — is checkpointed, so a resumed run continues
+bit-for-bit.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ from recurrentlab.config import config_hash, stop_condition_met, to_json, valida
 from recurrentlab.data import build_dataset
 from recurrentlab.errors import NonFiniteError, WorkdirError
 from recurrentlab.models import build_model, reset_carry
+from recurrentlab.train.carry_gradient import (
+    check_carry_gradient,
+    influence_gradients,
+    reset_influence,
+    with_influence,
+)
 from recurrentlab.train.checkpoint import Checkpoints
 from recurrentlab.train.distributed import (
     Placement,
@@ -50,6 +58,7 @@ def build_run(config: ml_collections.ConfigDict):
     for split in {config.eval.split, *config.eval.final_splits}:
         dataset.check_layout(config.eval.batch_size, eval_window, split=split)
     model = build_model(config.model, vocab_size=dataset.vocab_size, seed=config.seed)
+    check_carry_gradient(config, model)  # train.carry_gradient: supported, within budget
     return dataset, model
 
 
@@ -73,6 +82,7 @@ def carry_handoff(carry: Any) -> Any:
 def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.GradientTransformation,
                     placement: Placement | None = None):
     t = config.train
+    gradients = influence_gradients(graphdef, config)  # None: train.carry_gradient="none"
 
     def train_step(state: dict[str, Any], rest: Any, fresh_carry: Any, batch: dict[str, Any]):
         reset = batch["reset"] | (not t.carry_across_windows)
@@ -84,8 +94,13 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
             return window_loss(model, carry, batch, segment_len=t.segment_len, train=True,
                                key=key, remat=t.remat, unroll=t.scan_unroll)
 
-        (loss, (carry_out, totals)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"])
+        if gradients is None:  # truncated BPTT
+            (loss, (carry_out, totals)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+                state["params"])
+        else:  # gradients through the carry; the influence resets with the carry
+            loss, (carry_out, totals), grads, influence_out = gradients(
+                state["params"], rest, carry, reset_influence(state["influence"], reset), batch,
+                key)
         grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
@@ -98,6 +113,8 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
             "step": state["step"] + 1,
             "rng": state["rng"],
         }
+        if gradients is not None:
+            new_state["influence"] = keep(influence_out, state["influence"])
         if placement is not None:
             new_state = placement.constrain(new_state)
         # The logged loss is the cross-entropy alone; an auxiliary loss (AWD's AR/TAR) is
@@ -126,6 +143,7 @@ def init_train_state(model: nnx.Module, config: ml_collections.ConfigDict,
         "step": placement.replicate(jnp.asarray(0, jnp.int32)),
         "rng": placement.replicate(jax.random.PRNGKey(config.seed)),
     }
+    state = with_influence(state, model, config, placement)  # train.carry_gradient
     return graphdef, state, placement.replicate(rest), fresh_carry
 
 
