@@ -74,6 +74,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh.coordinator_address = ""  # host:port of process 0; "" = env or auto-detection
     c.mesh.num_processes = 0  # processes in a multi-host run; 0 = env or auto-detection
     c.mesh.process_id = -1  # this process's rank; -1 = env or auto-detection
+
+    c.protocol = ml_collections.ConfigDict()  # the experiment protocol (sweep/protocol.py)
+    c.protocol.control = False  # a control cell: the model solves it by construction; if it
+    #   fails, `recurrentlab results` reports the model's other cells as not trained to capability
     return c
 
 

@@ -27,16 +27,21 @@ a d-wide vector that can hold several pairs; the RMT paper sees gains up to 10-2
 retrieval). Time per step grows with memory for XL/SHA-RNN (attention over more keys) and
 for RMT (2m more rows per segment); ``tokens_per_sec`` shows the cost.
 
-Scales: default (CPU) tiny models, 400 steps, 2 seeds, 5 sizes per model: 40 runs of 1-3 min
-on a laptop core (estimated, not measured as a whole; NTM runs slowest): 20-40 min with
-``--parallel 4``. ``full`` (one GPU): 1-5M-parameter models, K = 32 pairs (67 tokens) in
-segments of 8, 5,000 steps, 3 seeds: 60 runs, a few hours on one GPU (not measured).
+Protocol: each model at the 3 learning rates of its grid, a control cell per model (the whole
+episode in one segment: no memory needed), ``train.stop_when = accuracy>=0.99``; ``recurrentlab
+results`` keeps the best learning rate per cell and marks a model whose control fails.
+
+Scales: default (CPU) tiny models, 400 steps, 2 seeds, 5 sizes + a control per model, 3
+learning rates: 144 runs of up to 1-3 min on a laptop core (estimated, not measured as a
+whole; NTM runs slowest; solved runs stop early). ``full`` (one GPU): 1-5M-parameter
+models, K = 32 pairs (67 tokens) in segments of 8, 5,000 steps, 3 seeds: 216 runs, a few hours
+on one GPU (not measured).
 """
 
 from recurrentlab.config import base_config
 from recurrentlab.data import data_config
-from recurrentlab.sweep import product, seeds, sweep
-from recurrentlab.sweep.presets import memory_field, scaled_model, split_arg
+from recurrentlab.sweep import seeds, sweep
+from recurrentlab.sweep.presets import memory_field, model_grid, scaled_model, split_arg
 
 SIZES = {  # model: memory sizes swept (CPU scale; full scale doubles them)
     "rmt": (1, 2, 4, 8, 16),
@@ -75,19 +80,29 @@ def get_config(arg: str | None = None):
     t.clip_norm = 1.0  # global-norm clipping
     t.log_every = 50  # train records
     t.eval_every = t.num_steps // 4  # accuracy along the way
+    t.stop_when = "accuracy>=0.99"  # solved: steps to solve
     t.checkpoint_every = t.num_steps // 4  # resume points
     c.eval.batch_size = s["batch"]  # evaluation episodes per window
     c.mesh.data_axis = 1 if scale == "cpu" else 0  # CPU: one device per run
     return c
 
 
+def control(scale: str) -> dict:
+    """The control cell: the whole episode in one segment, so no memory is needed."""
+    episode = 2 * SCALES[scale]["pairs"] + 3
+    return {"train.segment_len": episode - 1, "train.bptt_segments": 1, "protocol.control": True}
+
+
 def get_sweep(arg: str | None = None):
-    """``arg``: None (CPU scale) or ``"full"``."""
+    """``arg``: None (CPU scale) or ``"full"``. Each model at each learning rate of its grid
+    (``presets.LR_GRID``), every memory size, plus its control cell (the episode in one
+    segment: ``recurrentlab results`` reports a model that fails it as not trained to
+    capability)."""
     scale = "gpu" if arg in ("full", "gpu") else "cpu"
     factor, suffix = (2, ",full") if scale == "gpu" else (1, "")
     runs = []
     for model, sizes in SIZES.items():
-        runs += product(sweep("config_arg", [model + suffix]),
-                        sweep(f"model.{memory_field(model)}", [n * factor for n in sizes]),
-                        seeds(SCALES[scale]["seeds"]))
+        cells = sweep(f"model.{memory_field(model)}", [n * factor for n in sizes])
+        cells.append(control(scale))
+        runs += model_grid([model + suffix], cells, seeds(SCALES[scale]["seeds"]))
     return runs

@@ -22,9 +22,14 @@ byte fall as S grows for every model; the Transformer gains most, XL and RMT les
 the past through cache and memory), SHA-RNN least (its LSTM carries the context at any S);
 per token, training is fastest at short S for the recurrent models.
 
+Protocol (retrieval): each model at the 3 learning rates of its grid, ``train.stop_when =
+accuracy>=0.99``; the segment that holds the whole episode (S = 32 on CPU) is each model's
+control cell, so ``recurrentlab results`` marks a model that fails it as not trained to
+capability and keeps the best learning rate per cell.
+
 Scales: default (CPU) tiny models, S in {4, 8, 16, 32}, 300 steps, 2 seeds: 4 models x 4 S
-x 2 tasks x 2 seeds = 64 runs of 1-2 min on a laptop core (estimated, not measured as a
-whole): about 30-60 min with ``--parallel 4``. ``full`` (one GPU): 1-5M-parameter models,
+x (3 learning rates for retrieval + 1 for text) x 2 seeds = 128 runs of 1-2 min on a laptop
+core (estimated, not measured as a whole). ``full`` (one GPU): 1-5M-parameter models,
 S in {32, 64, 128, 256, 512}, enwik8 (``data/enwik8``; see experiments/enwik8), 20,000 steps
 for text and 5,000 for retrieval, 2 seeds: 80 runs, roughly a day on one GPU (not measured).
 """
@@ -32,7 +37,7 @@ for text and 5,000 for retrieval, 2 seeds: 80 runs, roughly a day on one GPU (no
 from recurrentlab.config import base_config
 from recurrentlab.data import build_dataset, data_config
 from recurrentlab.sweep import product, seeds, sweep
-from recurrentlab.sweep.presets import scaled_model, tiny
+from recurrentlab.sweep.presets import model_grid, scaled_model, tiny
 
 MODELS = ("transformer", "transformer_xl", "rmt", "sha_rnn")
 TASKS = ("retrieval", "text")
@@ -87,6 +92,8 @@ def get_config(arg: str | None = None):
     t.clip_norm = 1.0  # global-norm clipping
     t.log_every = 50  # train records
     t.eval_every = t.num_steps // 3  # evaluations along the way
+    if task == "retrieval":
+        t.stop_when = "accuracy>=0.99"  # solved: steps to solve
     t.checkpoint_every = t.num_steps // 3  # resume points
     c.eval.batch_size = t.batch_size  # evaluation streams / episodes
     c.mesh.data_axis = 1 if scale == "cpu" else 0  # CPU: one device per run
@@ -111,9 +118,13 @@ def get_sweep(arg: str | None = None):
         for task in TASKS:
             by_segment = [{"train.segment_len": s, **({memory: s} if memory else {})}
                           for s in SEGMENTS[scale]]
-            if task == "retrieval":  # the window must still hold one whole episode
-                for run in by_segment:
-                    run["train.bptt_segments"] = -(-(EPISODE - 1) // run["train.segment_len"])
-            runs += product(sweep("config_arg", [f"{model},{task}{suffix}"]), by_segment,
-                            seeds(2))
+            if task == "text":  # language modelling: no control, the paper-scale lr
+                runs += product(sweep("config_arg", [f"{model},{task}{suffix}"]), by_segment,
+                                seeds(2))
+                continue
+            for run in by_segment:  # the window must still hold one whole episode
+                run["train.bptt_segments"] = -(-(EPISODE - 1) // run["train.segment_len"])
+                # a segment that holds the episode is the control: no carry needed
+                run["protocol.control"] = run["train.segment_len"] >= EPISODE - 1
+            runs += model_grid([f"{model},{task}{suffix}"], by_segment, seeds(2))
     return runs

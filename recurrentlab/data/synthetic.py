@@ -50,7 +50,11 @@ Tasks (``L`` sequence length, answers in brackets)
     keys, ``v`` its value. The authors' marker token after the query is ``<query>``.
 ``delayed_recall`` (the BPTT-horizon probe): ``<mark> v d_1..d_D <query> [v]`` with ``v``
     and the ``D = distance`` distractors uniform over ``num_symbols`` symbols. Only the final
-    ``v`` is scored: it can be answered only if the carry remembers D + 2 tokens back.
+    ``v`` is scored: it can be answered only if the carry remembers D + 2 tokens back. With
+    ``min_distance`` >= 0, D is uniform in ``[min_distance, distance]`` per episode (padded
+    to ``distance + 4`` tokens): short episodes give a model a learning signal before it can
+    carry the value far (a mixture curriculum); evaluate at one distance with
+    ``eval_overrides.min_distance = distance``.
 
 Modes
 -----
@@ -217,6 +221,10 @@ class Task:
 
     def num_counts(self, f: dict) -> int:
         return 0
+
+    def answer_symbols(self, f: dict) -> int:
+        """How many symbols an answer is drawn from, uniformly: chance accuracy is 1 / this."""
+        return self.num_data(f)
 
     def bits(self, f: dict) -> int:
         return 0
@@ -406,6 +414,9 @@ class AssociativeRetrieval(Task):
     def num_data(self, f):
         return f["num_values"] + f["num_keys"]
 
+    def answer_symbols(self, f):
+        return f["num_values"]
+
     def max_len(self, f):
         return 2 * f["num_pairs"] + 3
 
@@ -438,7 +449,7 @@ class AssociativeRetrieval(Task):
 
 class DelayedRecall(Task):
     name = "delayed_recall"
-    defaults = {"num_symbols": 16, "distance": 32}
+    defaults = {"num_symbols": 16, "distance": 32, "min_distance": -1}
     alphabet_fields = ("num_symbols",)
 
     def num_data(self, f):
@@ -451,16 +462,33 @@ class DelayedRecall(Task):
         _positive(f, "num_symbols")
         if not isinstance(f["distance"], int) or f["distance"] < 0:
             raise ConfigError(f"data.distance must be an integer >= 0, got {f['distance']!r}")
+        low = f["min_distance"]
+        if not isinstance(low, int) or not -1 <= low <= f["distance"]:
+            raise ConfigError(f"data.min_distance must be -1 (= distance) or an integer in "
+                              f"0..distance ({f['distance']}), got {low!r}")
 
     def generate(self, draws, f, lay):
         value = draws.integers(f["num_symbols"])[:, None]
         distractors = draws.integers(f["num_symbols"], f["distance"])
         n = draws.n
-        tokens = np.concatenate([np.full((n, 1), lay.mark), value, distractors,
-                                 np.full((n, 1), lay.query), value], axis=1)
-        answer = np.zeros(tokens.shape, dtype=bool)
-        answer[:, -1] = True
-        return tokens.astype(np.int32), answer
+        low = f["min_distance"]
+        if low < 0 or low == f["distance"]:  # one distance: D distractors
+            tokens = np.concatenate([np.full((n, 1), lay.mark), value, distractors,
+                                     np.full((n, 1), lay.query), value], axis=1)
+            answer = np.zeros(tokens.shape, dtype=bool)
+            answer[:, -1] = True
+            return tokens.astype(np.int32), answer
+        # D uniform in [min_distance, distance]: the first D distractors, then query, value, pad
+        d = (low + draws.integers(f["distance"] - low + 1))[:, None]
+        col = np.arange(f["distance"] + 4)[None, :]
+        tokens = np.full((n, col.shape[1]), lay.pad, dtype=np.int64)
+        tokens[:, :1] = lay.mark
+        tokens[:, 1:2] = value
+        body = np.concatenate([distractors, np.zeros((n, 2), np.int64)], axis=1)
+        tokens[:, 2:] = np.where(col[:, 2:] < d + 2, body, tokens[:, 2:])
+        tokens = np.where(col == d + 2, lay.query, tokens)
+        tokens = np.where(col == d + 3, value, tokens)
+        return tokens.astype(np.int32), col == d + 3
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (Copy(), RepeatCopy(), AssociativeRecall(),
@@ -535,6 +563,11 @@ class SyntheticDataset(Dataset):
         draws = Draws(self.seed, SPLIT_TAGS[split], index, stream)
         fields = self.fields if split == "train" else self.eval_fields
         return self.task.generate(draws, fields, self.layout)
+
+    @property
+    def chance_accuracy(self) -> float:
+        """Accuracy of a uniform guess among the symbols an answer is drawn from."""
+        return 1.0 / self.task.answer_symbols(self.fields)
 
     def max_episode_len(self, split: str = "train") -> int:
         return self.task.max_len(self.fields if split == "train" else self.eval_fields)

@@ -10,12 +10,19 @@ sub-folder holding a ``config.json``) and returns a ``pandas.DataFrame``:
   ``metrics.jsonl``: ``best_<split>_<metric>`` (lowest loss/bits/bit errors, highest
   accuracy/exact match);
 * ``tokens_per_sec`` (mean over the run's train records; compile time excluded),
-  ``train_seconds`` (wall time of the run), ``compile_seconds``, ``num_params``, ``step``.
+  ``train_seconds`` (wall time of the run), ``compile_seconds``, ``num_params``, ``step``;
+* the protocol's columns (:mod:`recurrentlab.sweep.protocol`): ``horizon`` (the gradient
+  horizon K·S in tokens), ``chance`` (chance accuracy of a synthetic task), and for runs with
+  ``train.stop_when``: ``solved`` (1/0) and ``steps_to_solve``.
 
 With ``aggregate=True`` runs that differ only in ``seed`` form one row: each metric is the
 mean over the seeds, ``<metric>_std`` their sample standard deviation (NaN for one seed), and
-``n`` the number of runs. :func:`write_results` prints the same as markdown and writes
-``DIR/results.md``, ``DIR/results.csv`` and ``DIR/plots/*.png``.
+``n`` the number of runs (``solved`` becomes the fraction of seeds that solved,
+``steps_to_solve`` the mean over those). :func:`write_results` prints the same as markdown and
+writes ``DIR/results.md``, ``DIR/results.csv`` and ``DIR/plots/*.png``; for a sweep that
+follows the protocol (its runs have ``train.stop_when``) it first keeps the best learning rate
+per cell, marks models whose control failed, and leads with the reader's summary table and
+``plots/learning_curves.png``.
 """
 
 from __future__ import annotations
@@ -30,6 +37,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from recurrentlab.sweep.protocol import (
+    chance_accuracy,
+    is_protocol_table,
+    mark_capability,
+    plot_learning_curves,
+    select_learning_rates,
+    steps_to_solve,
+    summary_markdown,
+    summary_table,
+)
 from recurrentlab.sweep.runner import read_manifest
 
 METRIC_ORDER = ("bits_per_byte", "bits_per_char", "bits_per_token", "loss", "accuracy",
@@ -39,7 +56,8 @@ HIGHER_IS_BETTER = ("accuracy", "exact_match")
 IGNORED_FIELDS = ("train.progress_bar", "train.log_every", "train.eval_every",
                   "train.checkpoint_every", "train.keep_checkpoints", "mesh.data_axis")
 MAX_PLOTS_PER_METRIC = 4  # a folder of unrelated runs (no manifest) must not make dozens
-RUN_INFO = ("tokens_per_sec", "train_seconds", "compile_seconds", "num_params", "step")
+RUN_INFO = ("tokens_per_sec", "train_seconds", "compile_seconds", "num_params", "step",
+            "horizon", "chance", "solved", "steps_to_solve")
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -117,6 +135,12 @@ def run_row(workdir: str | Path) -> dict[str, Any]:
     row["compile_seconds"] = summary.get("compile_seconds", math.nan) if summary else math.nan
     row["num_params"] = summary.get("num_params", math.nan) if summary else math.nan
     row["step"] = max((r["step"] for r in train), default=0)
+    t = config.get("train", {})
+    row["horizon"] = t.get("segment_len", 0) * t.get("bptt_segments", 0) or math.nan
+    row["chance"] = chance_accuracy(config)
+    stop_when = t.get("stop_when", "")
+    row["steps_to_solve"] = steps_to_solve(records, stop_when, eval_split)
+    row["solved"] = float(not math.isnan(row["steps_to_solve"])) if stop_when else math.nan
     return row
 
 
@@ -254,7 +278,8 @@ def markdown_table(table: pd.DataFrame) -> str:
     fields = table.attrs.get("fields", [])
     aggregated = "n" in table.columns
     shown = [c for c in table.columns if not c.endswith("_std")
-             and c not in ("compile_seconds", "finished", "seeds", "step")]
+             and c not in ("compile_seconds", "finished", "seeds", "step")
+             and (c in fields or table[c].map(_cell).astype(bool).any())]  # no empty columns
     if aggregated:
         shown = [*fields, "n", *[c for c in shown if c not in (*fields, "n")]]
     header = "| " + " | ".join(shown) + " |"
@@ -298,10 +323,11 @@ def headline_metrics(table: pd.DataFrame) -> list[str]:
     return [m for m in picked if table[m].notna().any()]
 
 
-def plot_results(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+def plot_results(table: pd.DataFrame, out_dir: str | Path,
+                 chance: float = math.nan) -> list[Path]:
     """PNG plots: each numeric swept field against each headline metric, one line per
     combination of the other swept fields (mean ± std over seeds); bars when no swept field
-    is numeric. Expects an aggregated table."""
+    is numeric; ``chance`` as a dashed line on accuracy plots. Expects an aggregated table."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -345,6 +371,8 @@ def plot_results(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                 if len(lines) > 1:
                     ax.legend(fontsize=7)
                 name = f"{metric}_vs_{_slug(x)}.png"
+            if metric.endswith("accuracy") and not math.isnan(chance):
+                ax.axhline(chance, color="gray", linestyle="--", linewidth=1, label="chance")
             ax.set_ylabel(metric)
             ax.grid(alpha=0.3)
             with warnings.catch_warnings():  # long labels: keep the figure as it is
@@ -357,14 +385,39 @@ def plot_results(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     return paths
 
 
+def protocol_table(table: pd.DataFrame) -> pd.DataFrame:
+    """An aggregated table with the protocol applied: best lr per cell, capability marked."""
+    return mark_capability(select_learning_rates(table))
+
+
+def _chance(table: pd.DataFrame) -> float:
+    values = set(_present(table["chance"])) if "chance" in table.columns else set()
+    return values.pop() if len(values) == 1 else math.nan
+
+
 def write_results(sweep_dir: str | Path) -> tuple[str, list[Path]]:
-    """Write ``results.md``, ``results.csv`` and ``plots/*.png``; return (markdown, paths)."""
+    """Write ``results.md``, ``results.csv`` and ``plots/*.png``; return (markdown, paths).
+
+    A protocol sweep (runs with ``train.stop_when``) leads with the summary table of its best
+    learning rates (``results_all_lr.csv`` keeps every learning rate) and adds
+    ``plots/learning_curves.png``.
+    """
     sweep_dir = Path(sweep_dir)
     table = load_results(sweep_dir, aggregate=True)
-    text = markdown_table(table)
+    extra: list[Path] = []
+    text = ""
+    chance = _chance(table)
+    if is_protocol_table(table):
+        table.to_csv(sweep_dir / "results_all_lr.csv", index=False)
+        extra.append(sweep_dir / "results_all_lr.csv")
+        table = protocol_table(table)
+        text = summary_markdown(summary_table(table), chance) + "\n"
+    text += markdown_table(table)
     (sweep_dir / "results.md").write_text(text)
     table.to_csv(sweep_dir / "results.csv", index=False)
     load_results(sweep_dir, aggregate=False).to_csv(sweep_dir / "results_runs.csv", index=False)
-    plots = plot_results(table, sweep_dir / "plots")
+    plots = plot_results(table, sweep_dir / "plots", chance=chance)
+    if is_protocol_table(table):
+        plots += plot_learning_curves(sweep_dir, table, sweep_dir / "plots", chance=chance)
     return text, [sweep_dir / "results.md", sweep_dir / "results.csv",
-                  sweep_dir / "results_runs.csv", *plots]
+                  sweep_dir / "results_runs.csv", *extra, *plots]
