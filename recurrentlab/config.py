@@ -2,23 +2,28 @@
 
 A config file is an experiment: a Python file with ``get_config(arg=None) -> ConfigDict``
 that starts from :func:`base_config` and sets what its experiment needs. Overrides come as
-``--config.train.lr=3e-4``; an unknown key is an error naming the nearest valid key.
+``--config.train.lr=3e-4``; an unknown key is an error naming the nearest valid key, and a
+value is parsed as the type its field is declared with (see "typed overrides" below): a
+tuple field takes a bare word or a comma list (``--config.eval.final_splits=valid,test``).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import dataclasses
 import difflib
 import hashlib
 import importlib.util
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
 
 import ml_collections
 
-from recurrentlab.errors import ConfigError
+from recurrentlab.errors import ArgumentError, ConfigError, RecurrentLabError
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -91,7 +96,14 @@ def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections
     spec.loader.exec_module(module)
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file '{path}' defines no get_config(arg=None)")
-    config = module.get_config(arg) if arg is not None else module.get_config()
+    try:
+        config = module.get_config(arg) if arg is not None else module.get_config()
+    except ValueError as error:  # e.g. an argument the file does not know: one line, exit 2
+        if isinstance(error, RecurrentLabError):
+            raise
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        shown = f"{path}:{arg}" if arg is not None else str(path)
+        raise ArgumentError(f"config '{shown}': {first}") from None  # still a ValueError
     return config
 
 
@@ -105,41 +117,239 @@ def flat_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
     return keys
 
 
-def _parse_value(text: str, current: Any) -> Any:
-    if isinstance(current, str):
-        return text
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        if text.lower() in ("true", "false"):
-            return text.lower() == "true"
-        return text
-    if isinstance(current, bool) and not isinstance(value, bool):
-        raise ConfigError(f"expected true/false, got '{text}'")
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(current, tuple) and isinstance(value, list):
-        return tuple(value)
-    if isinstance(current, tuple) and not isinstance(value, tuple):
-        return (value,)
-    return value
+# ----------------------------------------------------------------------------- typed overrides
+#
+# An override's text is parsed against the type its field is *declared* with: the type of the
+# field's default in base_config(), in the model's default_config() or in the dataset's
+# data_config(), whatever value the config file has put there since. Two things a default
+# cannot show are declared beside it:
+#
+# * a field that may be None is declared with ml_collections' placeholder(type), e.g.
+#   ``t.max_grad = placeholder(float)`` (default None): ``--config.train.max_grad=None`` and
+#   ``--config.train.max_grad=0.5`` both work, ``=fast`` does not;
+# * the element type of a tuple field whose default is empty is declared in TUPLE_ELEMENTS.
 
+# Element types of tuple fields whose default is empty (a non-empty default shows its own).
+TUPLE_ELEMENTS: dict[str, type] = {"train.decay_boundaries": int}
 
 # Groups that hold overrides of other fields: the command line may add entries to them
-# (``--config.data.eval_overrides.max_len=120``); the dataset / model checks the names.
-OPEN_GROUPS = ("data.eval_overrides", "eval.model_overrides")
+# (``--config.data.eval_overrides.max_len=120``), typed like the field they override
+# (``data.max_len``); the dataset / model checks the names.
+OPEN_GROUPS = {"data.eval_overrides": "data", "eval.model_overrides": "model"}
+
+_NONE_WORDS = ("none", "null")
+_TRUE_WORDS = ("true", "yes", "1")
+_FALSE_WORDS = ("false", "no", "0")
+_INT = re.compile(r"[-+]?[0-9]+", re.ASCII)
+_FLOAT = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?", re.ASCII)
+_NAMES = {int: "an integer", float: "a float", bool: "true or false", str: "a string"}
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldType:
+    """What an override of one field must parse to.
+
+    ``kind`` is int, float, bool, str, tuple, or None when nothing declares the field (then
+    the text is read as a Python literal, else taken as a string); ``element`` is the type
+    of a tuple's items (None: any literal); ``nullable``: None is a valid value.
+    """
+
+    kind: type | None
+    element: type | None = None
+    nullable: bool = False
+
+    def describe(self) -> str:
+        if self.kind is tuple:
+            item = {int: "integers", float: "floats", bool: "true/false values",
+                    str: "names"}.get(self.element, "values")
+            text = f"{item} separated by commas, e.g. {_TUPLE_EXAMPLES.get(self.element, 'a,b')}"
+        else:
+            text = _NAMES.get(self.kind, "a Python literal")
+        return text + (" or None" if self.nullable else "")
+
+
+_TUPLE_EXAMPLES = {int: "1,2", float: "0.5,1.0", bool: "true,false", str: "valid,test"}
+
+
+def _parse_scalar(text: str, kind: type | None) -> Any:
+    """``text`` as a value of ``kind``; ValueError if it is not one."""
+    word = text.strip()
+    if kind is str:
+        return text
+    if kind is bool:
+        if word.lower() in _TRUE_WORDS:
+            return True
+        if word.lower() in _FALSE_WORDS:
+            return False
+        raise ValueError(text)
+    if kind is int:
+        if _INT.fullmatch(word):
+            return int(word)
+        raise ValueError(text)
+    if kind is float:
+        if _FLOAT.fullmatch(word) and math.isfinite(float(word)):  # no nan, inf, 1e999, 1_0
+            return float(word)
+        raise ValueError(text)
+    try:  # undeclared: a Python literal, else the text itself
+        return ast.literal_eval(word)
+    except (ValueError, SyntaxError):
+        if word.lower() in ("true", "false"):
+            return word.lower() == "true"
+        return text
+
+
+def _literal_item(value: Any, kind: type | None) -> Any:
+    """An item of a literal tuple as ``kind``; ValueError if it is not one."""
+    if kind is None:
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise ValueError(value)
+
+
+def _parse_tuple(text: str, element: type | None) -> tuple:
+    """``a,b`` / ``a`` / ``(a, b)`` / ``["a", "b"]`` / empty text as a tuple of ``element``."""
+    word = text.strip()
+    if not word:
+        return ()
+    if word[0] in "([" and word[-1] in ")]":
+        try:
+            value = ast.literal_eval(word)
+        except (ValueError, SyntaxError):
+            word = word[1:-1]  # (valid,test): bare words in brackets
+        else:
+            items = value if isinstance(value, (tuple, list)) else (value,)
+            return tuple(_literal_item(v, element) for v in items)
+    items = [item.strip() for item in word.split(",")]
+    if items and not items[-1]:  # "a," is a one-item tuple
+        items.pop()
+    if not items or any(not item for item in items):
+        raise ValueError(text)
+    if element is str:
+        return tuple(items)
+    return tuple(_parse_scalar(item, element) for item in items)
+
+
+def parse_value(text: str, field: FieldType) -> Any:
+    """The command-line ``text`` of a field as a value of its declared type.
+
+    Raises ValueError when it is not one (the caller names the field).
+    """
+    if field.nullable and text.strip().lower() in _NONE_WORDS:
+        return None
+    if field.kind is tuple:
+        return _parse_tuple(text, field.element)
+    return _parse_scalar(text, field.kind)
+
+
+def _leaf_type(holder: ml_collections.ConfigDict, key: str, dotted: str) -> FieldType:
+    """The declared type of ``holder[key]`` (a default: a value or a placeholder)."""
+    kind = holder.get_type(key)  # a placeholder's declared type, not NoneType
+    nullable = holder[key] is None
+    if kind is type(None):
+        return FieldType(None, nullable=True)
+    if kind is list:
+        kind = tuple
+    if kind is tuple:
+        items = holder[key] or ()
+        element = TUPLE_ELEMENTS.get(dotted)
+        if element is None and items and len({type(v) for v in items}) == 1:
+            element = type(items[0])
+        return FieldType(tuple, element, nullable)
+    return FieldType(kind if kind in _NAMES else None, nullable=nullable)
+
+
+def declared_defaults(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The defaults that declare the type of every field of ``config``.
+
+    :func:`base_config`, with ``model`` and ``data`` replaced by the defaults of the model and
+    dataset ``config`` names (left as they are when it names none that is registered).
+    """
+    from recurrentlab.data import data_config
+    from recurrentlab.models import model_config
+
+    declared = base_config()
+    empty = ml_collections.ConfigDict()
+    model, data = config.get("model") or empty, config.get("data") or empty
+    task = {"task": data.task} if data.get("name") == "synthetic" and "task" in data else {}
+    with declared.unlocked():
+        with contextlib.suppress(ConfigError):  # an unknown model: its fields keep their types
+            declared.model = model_config(model.get("name", ""))
+        with contextlib.suppress(ConfigError):
+            declared.data = data_config(data.get("name", ""), **task)
+    return declared
+
+
+def field_type(config: ml_collections.ConfigDict, dotted: str,
+               declared: ml_collections.ConfigDict | None = None) -> FieldType:
+    """The declared type of ``config.<dotted>`` (``declared``: :func:`declared_defaults`)."""
+    parts = dotted.split(".")
+    group = ".".join(parts[:-1])
+    if group in OPEN_GROUPS:  # an evaluation override: typed like the field it overrides
+        dotted = f"{OPEN_GROUPS[group]}.{parts[-1]}"
+        parts = dotted.split(".")
+    if declared is None:
+        declared = declared_defaults(config)
+    for source in (declared, config):  # undeclared: the value's own type
+        node = source
+        for part in parts[:-1]:
+            node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+        if isinstance(node, ml_collections.ConfigDict) and parts[-1] in node:
+            return _leaf_type(node, parts[-1], dotted)
+    return FieldType(None, nullable=True)
+
+
+def _is_a(value: Any, kind: type | None) -> bool:
+    if kind is None:
+        return True
+    if isinstance(value, bool):
+        return kind is bool
+    if kind is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def check_types(config: ml_collections.ConfigDict) -> None:
+    """Every field of ``config`` holds a value of its declared type (whoever set it)."""
+    declared = declared_defaults(config)
+
+    def walk(node: ml_collections.ConfigDict, prefix: str) -> None:
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            if isinstance(value, ml_collections.ConfigDict):
+                walk(value, dotted + ".")
+                continue
+            field = field_type(config, dotted, declared)
+            if value is None:
+                ok = field.nullable
+            elif field.kind is tuple:
+                ok = (isinstance(value, (tuple, list))
+                      and all(_is_a(item, field.element) for item in value))
+            else:
+                ok = _is_a(value, field.kind)
+            if not ok:
+                raise ConfigError(f"bad value for '{dotted}': {value!r} "
+                                  f"(expected {field.describe()})")
+
+    walk(config, "")
 
 
 def apply_override(config: ml_collections.ConfigDict, dotted: str, text: str) -> None:
-    """Set ``config.<dotted>`` from its command-line text, keeping the field's type."""
+    """Set ``config.<dotted>`` from its command-line text, parsed as the field's declared type.
+
+    A text that is not of that type is a :class:`ConfigError`:
+    ``bad value for 'train.lr': 'fast' (expected a float)``.
+    """
     parts = dotted.split(".")
     node = config
+    new_entry = False
     for depth, part in enumerate(parts):
         if (depth == len(parts) - 1 and ".".join(parts[:-1]) in OPEN_GROUPS
                 and isinstance(node, ml_collections.ConfigDict) and part not in node):
-            with node.unlocked():  # a new entry; its owner checks the name when it is used
-                node[part] = _parse_value(text, None)
-            return
+            new_entry = True  # a new entry; its owner checks the name when it is used
+            break
         if not isinstance(node, ml_collections.ConfigDict) or part not in node:
             known = flat_keys(config)
             close = difflib.get_close_matches(dotted, known, n=1, cutoff=0.5)
@@ -147,15 +357,16 @@ def apply_override(config: ml_collections.ConfigDict, dotted: str, text: str) ->
             raise ConfigError(f"unknown config key '{dotted}'{hint}")
         if depth < len(parts) - 1:
             node = node[part]
-    current = node[parts[-1]]
-    if isinstance(current, ml_collections.ConfigDict):
+    if not new_entry and isinstance(node[parts[-1]], ml_collections.ConfigDict):
         raise ConfigError(f"'{dotted}' is a group of fields; set one of its fields instead")
+    field = field_type(config, dotted)
     try:
-        value = _parse_value(text, current)
-        with node.ignore_type():
-            node[parts[-1]] = value
-    except ConfigError as error:
-        raise ConfigError(f"bad value for '{dotted}': {error}") from None
+        value = parse_value(text, field)
+    except ValueError:
+        raise ConfigError(f"bad value for '{dotted}': {text!r} "
+                          f"(expected {field.describe()})") from None
+    with node.unlocked(), node.ignore_type():
+        node[parts[-1]] = value
 
 
 def parse_overrides(argv: list[str]) -> list[tuple[str, str]]:
@@ -205,7 +416,15 @@ def check_unknown_fields(config: ml_collections.ConfigDict) -> None:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Stop on values that cannot work, with one line saying which and why."""
+    from recurrentlab.data.base import SPLITS
+
     check_unknown_fields(config)
+    check_types(config)
+    e = config.eval
+    for name, splits in (("eval.split", (e.split,)), ("eval.final_splits", e.final_splits)):
+        for split in splits:
+            if split not in SPLITS:
+                raise ConfigError(f"{name}: unknown split '{split}'; use {', '.join(SPLITS)}")
     t = config.train
     positive = {"train.batch_size": t.batch_size, "train.segment_len": t.segment_len,
                 "train.bptt_segments": t.bptt_segments, "train.num_steps": t.num_steps,
@@ -224,6 +443,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"train.{name} must be >= 1, got {t[name]}")
     if t.eval_every < 0 or t.warmup_steps < 0 or t.clip_norm < 0 or t.weight_decay < 0:
         raise ConfigError("train.eval_every, warmup_steps, clip_norm and weight_decay must be >= 0")
+    at_least = {"train.keep_checkpoints": 1, "train.momentum": 0, "train.eps": 0,
+                "train.final_lr_fraction": 0, "eval.segment_len": 0, "eval.max_windows": 0,
+                "mesh.data_axis": 0, "mesh.num_processes": 0, "mesh.process_id": -1}
+    for name, low in at_least.items():
+        section, key = name.split(".")
+        if config[section][key] < low:
+            raise ConfigError(f"{name} must be >= {low}, got {config[section][key]}")
+    for name in ("b1", "b2"):
+        if not 0 <= t[name] < 1:
+            raise ConfigError(f"train.{name} must be in [0, 1), got {t[name]}")
     if t.stop_when:
         parse_stop_when(t.stop_when)
         if not t.eval_every:

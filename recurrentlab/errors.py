@@ -8,6 +8,10 @@ class RecurrentLabError(Exception):
     """
 
 
+class ArgumentError(RecurrentLabError, ValueError):
+    """An argument outside its range: a command-line flag, or a library function's argument."""
+
+
 class ConfigError(RecurrentLabError):
     """A config key or value that cannot work."""
 
