@@ -8,7 +8,10 @@
     recurrentlab sweep  FILE[:ARG] --workdir DIR [--parallel N] [--launcher local] [--config.*]
     recurrentlab results DIR
 
-Errors caused by input (config, data, workdir) print one line and exit with status 2.
+Errors caused by input (arguments, config, data, workdir) print one line and exit with status 2,
+before anything is written: arguments are bounded (``--length >= 1``, ``--temperature >= 0``,
+``--top-k`` in 1..vocabulary, ``--parallel >= 1``, ``--split`` one of train/valid/test) and
+``--config.*`` values are parsed as their field's type (``recurrentlab.config``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,40 @@ import json
 import sys
 from pathlib import Path
 
-from recurrentlab.errors import RecurrentLabError
+from recurrentlab.data.base import SPLITS
+from recurrentlab.errors import ArgumentError, RecurrentLabError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line (the usage is one ``--help`` away), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _bounded(kind: type, low: float, high: float | None = None):
+    """An argparse type: a ``kind`` in ``[low, high]`` (finite)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            name = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
+        if value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        if value < low or (high is not None and value > high):
+            span = f">= {low}" if high is None else f"in {low}..{high}"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _bounded(int, 1)
+non_negative_int = _bounded(int, 0)
+non_negative_float = _bounded(float, 0.0)
+seed_int = _bounded(int, 0, 2**32 - 1)
 
 
 def _load_config(spec: str, overrides: list[str]):
@@ -63,12 +99,18 @@ def cmd_sample(args, overrides) -> int:
     from recurrentlab.sample import generate
     from recurrentlab.train.trainer import load_trained
 
+    if not args.prompt:
+        raise ArgumentError("--prompt is empty; give at least one character")
     config, dataset, model, _ = load_trained(args.workdir, step=args.step, overrides=overrides)
+    if args.top_k is not None and args.top_k > dataset.vocab_size:
+        raise ArgumentError(f"--top-k {args.top_k} is more than the vocabulary of this run "
+                            f"({dataset.vocab_size} symbols); use 1..{dataset.vocab_size}, "
+                            f"or leave it out to sample from all of them")
     prompt = dataset.encode(args.prompt)
     if len(prompt) == 0:
-        raise RecurrentLabError("--prompt is empty; give at least one character")
+        raise ArgumentError("--prompt encodes to no tokens; give at least one symbol")
     tokens = generate(model, prompt, args.length, segment_len=config.train.segment_len,
-                      temperature=args.temperature, top_k=args.top_k, seed=args.seed)
+                      temperature=args.temperature, top_k=args.top_k or 0, seed=args.seed)
     print(args.prompt + dataset.decode(tokens))
     return 0
 
@@ -81,9 +123,11 @@ def cmd_models(args, overrides) -> int:
 
 
 def cmd_sweep(args, overrides) -> int:
+    from recurrentlab.sweep.launchers import make_launcher
     from recurrentlab.sweep.results import write_results
     from recurrentlab.sweep.runner import SweepInterrupted, failed_runs, run_sweep
 
+    make_launcher(args.launcher, parallel=args.parallel)  # an unknown name stops here, not later
     try:
         manifest = run_sweep(args.sweep, args.workdir, parallel=args.parallel,
                              launcher=args.launcher, extra_args=overrides)
@@ -125,7 +169,7 @@ def cmd_bench(args, overrides) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recurrentlab", description=__doc__.split("\n")[0])
+    parser = _Parser(prog="recurrentlab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a config in a workdir (resumes it if present)")
@@ -135,22 +179,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate a run's checkpoint on a split")
     ev.add_argument("--workdir", required=True, type=Path)
-    ev.add_argument("--split", default="valid", choices=("train", "valid", "test"))
-    ev.add_argument("--step", type=int, default=None, help="checkpoint step (default latest)")
+    ev.add_argument("--split", default="valid", choices=SPLITS)
+    ev.add_argument("--step", type=non_negative_int, default=None,
+                    help="checkpoint step (default latest)")
     ev.set_defaults(run=cmd_eval)
 
     sample = sub.add_parser("sample", help="generate text from a trained run")
     sample.add_argument("--workdir", required=True, type=Path)
     sample.add_argument("--prompt", required=True)
-    sample.add_argument("--length", type=int, default=200)
-    sample.add_argument("--temperature", type=float, default=1.0)
-    sample.add_argument("--top-k", type=int, default=0)
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--step", type=int, default=None)
+    sample.add_argument("--length", type=positive_int, default=200, help="tokens to generate")
+    sample.add_argument("--temperature", type=non_negative_float, default=1.0,
+                        help="softmax temperature; 0 is greedy")
+    sample.add_argument("--top-k", type=positive_int, default=None,
+                        help="sample among the K likeliest symbols, 1..vocabulary (default all)")
+    sample.add_argument("--seed", type=seed_int, default=0)
+    sample.add_argument("--step", type=non_negative_int, default=None,
+                        help="checkpoint step (default latest)")
     sample.set_defaults(run=cmd_sample)
 
     models = sub.add_parser("models", help="list registered models")
-    models.set_defaults(run=cmd_models)
+    models.set_defaults(run=cmd_models, overrides=False)
 
     bench = sub.add_parser("bench", help="benchmark train steps, memory and compile time")
     bench.add_argument("--config", required=True, help="bench config file, optionally FILE:ARG")
@@ -160,13 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="run (or resume) every run of a sweep file")
     sw.add_argument("sweep", help="config file with get_config + get_sweep, or FILE:ARG")
     sw.add_argument("--workdir", required=True, type=Path, help="the sweep folder")
-    sw.add_argument("--parallel", type=int, default=1, help="runs in flight at once")
+    sw.add_argument("--parallel", type=positive_int, default=1, help="runs in flight at once")
     sw.add_argument("--launcher", default="local", help="how runs start (default: local)")
     sw.set_defaults(run=cmd_sweep)
 
     res = sub.add_parser("results", help="a sweep folder as a table and plots")
     res.add_argument("dir", type=Path, help="the sweep folder")
-    res.set_defaults(run=cmd_results)
+    res.set_defaults(run=cmd_results, overrides=False)
     return parser
 
 
@@ -183,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             rest.append(item)
         i += 1
-    args = build_parser().parse_args(rest)
+    parser = build_parser()
+    args = parser.parse_args(rest)
+    if overrides and not getattr(args, "overrides", True):
+        parser.error(f"'{args.command}' takes no --config.* overrides (got {overrides[0]})")
     try:
         return args.run(args, overrides)
     except RecurrentLabError as error:

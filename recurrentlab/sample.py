@@ -8,11 +8,14 @@ with. Once a segment is full the carry advances past it.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from recurrentlab.errors import ArgumentError
 from recurrentlab.models.base import SequenceModel
 
 
@@ -26,6 +29,24 @@ def make_segment_fn(model: SequenceModel):
     return lambda carry, segment: run(state, carry, segment)
 
 
+def check_arguments(model: SequenceModel, prompt: np.ndarray, length: int, *, segment_len: int,
+                    temperature: float, top_k: int) -> None:
+    """The bounds of :func:`generate`'s arguments (the command line checks its flags first)."""
+    vocab = getattr(model, "vocab_size", None)
+    if len(prompt) < 1:
+        raise ArgumentError("prompt is empty; give at least one token")
+    if vocab and not all(0 <= int(t) < vocab for t in np.asarray(prompt).ravel()):
+        raise ArgumentError(f"prompt holds a token outside the vocabulary 0..{vocab - 1}")
+    if length < 0:
+        raise ArgumentError(f"length must be >= 0, got {length}")
+    if segment_len < 1:
+        raise ArgumentError(f"segment_len must be >= 1, got {segment_len}")
+    if not math.isfinite(temperature) or temperature < 0:
+        raise ArgumentError(f"temperature must be a finite number >= 0, got {temperature}")
+    if top_k < 0 or (vocab and top_k > vocab):
+        raise ArgumentError(f"top_k must be in 1..{vocab or 'V'} (or 0 for all), got {top_k}")
+
+
 def generate(
     model: SequenceModel,
     prompt: np.ndarray,
@@ -36,7 +57,13 @@ def generate(
     top_k: int = 0,
     seed: int = 0,
 ) -> np.ndarray:
-    """Continue ``prompt`` (Int[n], n >= 1) by ``length`` tokens; temperature 0 is greedy."""
+    """Continue ``prompt`` (Int[n], n >= 1) by ``length`` tokens; temperature 0 is greedy.
+
+    ``top_k`` in 1..V samples among the K likeliest tokens (0: all V). An argument outside
+    its range raises :class:`ArgumentError` (a ValueError) before anything runs.
+    """
+    check_arguments(model, prompt, length, segment_len=segment_len, temperature=temperature,
+                    top_k=top_k)
     run = make_segment_fn(model)
     carry = model.init_carry(1)
     tokens = [int(x) for x in prompt]
