@@ -58,6 +58,14 @@ def test_eval_and_sample_use_the_checkpoint(trained):
     assert len(done.stdout.encode()) > len("The licence")  # 12 bytes follow (decoded leniently)
 
 
+def test_top_k_beyond_the_vocabulary_is_one_line(trained):
+    done = cli("sample", "--workdir", str(trained), "--prompt", "x", "--top-k", "1000")
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert lines == ["error: --top-k 1000 is more than the vocabulary of this run (256 symbols); "
+                     "use 1..256, or leave it out to sample from all of them"], done.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -67,6 +75,8 @@ def test_eval_and_sample_use_the_checkpoint(trained):
         (["--config.model.hiden_dim=3"], "did you mean 'model.hidden_dim'?"),
         (["--config.data.nme=enwik8"], "unknown config key 'data.nme'; did you mean 'data.name'?"),
         (["--config.data.name=enwik8"], "enwik8 not found at 'data/enwik8'; download"),
+        (["--config.train.lr=fast"], "bad value for 'train.lr': 'fast' (expected a float)"),
+        (["--config.eval.final_splits=tst"], "eval.final_splits: unknown split 'tst'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
@@ -75,6 +85,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
+    assert not (tmp_path / "r").exists()  # refused before anything is written
 
 
 def test_missing_data_file_says_where_to_get_it(tmp_path):

@@ -59,7 +59,35 @@ def build_run(config: ml_collections.ConfigDict):
         dataset.check_layout(config.eval.batch_size, eval_window, split=split)
     model = build_model(config.model, vocab_size=dataset.vocab_size, seed=config.seed)
     check_carry_gradient(config, model)  # train.carry_gradient: supported, within budget
+    check_model_calls(config, model, dataset.vocab_size)
     return dataset, model
+
+
+def check_model_calls(config: ml_collections.ConfigDict, model: nnx.Module,
+                      vocab_size: int) -> None:
+    """Trace one training segment of ``model`` and one evaluation segment of its evaluated
+    variant (``eval.model_overrides``, ``eval.segment_len``) abstractly: nothing is computed or
+    compiled (a fraction of a second), but checks that run only inside a call (a sequence
+    longer than ``max_len``, ...) stop the run now, before its workdir is written."""
+    t = config.train
+    calls = [(model, t.segment_len)]
+    overrides = config.eval.model_overrides.to_dict()
+    evaluated = model
+    if overrides:
+        model_config = ml_collections.ConfigDict(config.model.to_dict())
+        model_config.update(overrides)
+        evaluated = nnx.eval_shape(
+            lambda: build_model(model_config, vocab_size=vocab_size, seed=config.seed))
+    if overrides or config.eval.segment_len not in (0, t.segment_len):
+        calls.append((evaluated, config.eval.segment_len or t.segment_len))
+    for module, length in calls:
+        graphdef, state = nnx.split(module)
+
+        def call(state, tokens, graphdef=graphdef):
+            m = nnx.merge(graphdef, state)
+            return m(tokens, m.init_carry(tokens.shape[0]), train=False)
+
+        jax.eval_shape(call, state, jax.ShapeDtypeStruct((1, length), jnp.int32))
 
 
 def eval_model(model: nnx.Module, config: ml_collections.ConfigDict, vocab_size: int):
@@ -194,15 +222,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     """Train ``config`` in ``workdir`` (resuming what is there) and return the summary."""
     initialize_distributed(config)
     dataset, model = build_run(config)
+    t = config.train
+    placement = Placement.from_config(config)  # checks too (devices, batch division): before
+    tx = make_optimizer(t)  # the workdir is touched, so a refused command leaves no trace
     workdir = main_process_first(prepare_workdir, workdir, config)
     finished = read_summary(workdir)
     if finished is not None:
         return finished
 
-    t = config.train
     window_len = t.segment_len * t.bptt_segments
-    placement = Placement.from_config(config)
-    tx = make_optimizer(t)
     graphdef, state, rest, fresh_carry = init_train_state(model, config, tx, placement)
 
     checkpoints = Checkpoints(workdir / "checkpoints", keep=t.keep_checkpoints)

@@ -60,8 +60,29 @@ def config_difference(saved: dict[str, Any], current: dict[str, Any]) -> str | N
     return None
 
 
+def holds_progress(workdir: str | Path) -> bool:
+    """Whether a run in ``workdir`` got past its start: metrics, a checkpoint or a summary."""
+    workdir = Path(workdir)
+    metrics = workdir / "metrics.jsonl"
+    checkpoints = workdir / "checkpoints"
+    return ((metrics.exists() and metrics.stat().st_size > 0)
+            or (workdir / "summary.json").exists()
+            or (checkpoints.is_dir() and any(checkpoints.iterdir())))
+
+
+def _write_config(saved_path: Path, config: ml_collections.ConfigDict) -> None:
+    tmp = saved_path.with_suffix(".json.tmp")
+    tmp.write_text(to_json(config) + "\n")
+    tmp.replace(saved_path)
+
+
 def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict) -> Path:
-    """Create the workdir or check that it holds a run of this same config."""
+    """Create the workdir or check that it holds a run of this same config.
+
+    Call it after every check of the config (the trainer does): a refused command must leave
+    no trace. A workdir whose run never got past its start (a config.json and nothing that
+    records progress, e.g. a run that failed while compiling) takes the new config.
+    """
     workdir = Path(workdir)
     saved_path = workdir / "config.json"
     current = json.loads(to_json(config))
@@ -73,18 +94,18 @@ def prepare_workdir(workdir: str | Path, config: ml_collections.ConfigDict) -> P
                 f"{saved_path} is not valid JSON; restore it or use a new --workdir"
             ) from None
         diff = config_difference(saved, current)
-        if diff:
+        if diff and holds_progress(workdir):
             raise WorkdirError(
                 f"workdir {workdir} holds a run with a different config ({diff}); "
                 f"use a new --workdir or the same config to resume"
             )
+        if diff:  # nothing was computed under the old config: nothing is lost
+            _write_config(saved_path, config)
     elif workdir.exists() and any(workdir.iterdir()):
         raise WorkdirError(f"workdir {workdir} is not empty and holds no run; use a new --workdir")
     else:
         workdir.mkdir(parents=True, exist_ok=True)
-        tmp = saved_path.with_suffix(".json.tmp")
-        tmp.write_text(to_json(config) + "\n")
-        tmp.replace(saved_path)
+        _write_config(saved_path, config)
     return workdir
 
 
