@@ -9,10 +9,19 @@ Each checkpoint step folder holds two items:
 
 Saving is asynchronous; :meth:`Checkpoints.close` waits for it. A checkpoint that cannot be
 read raises :class:`WorkdirError` naming the folder; nothing is ever deleted by a failing run.
+
+Only committed steps count. Orbax marks a finished save with a commit file in the step folder
+(``commit_success.txt``, its ``CommitFileTemporaryPath`` notion of a finalized step; local
+saves are also renamed from a temporary name). A step folder without it is an interrupted save
+(or a partial copy): it is skipped with one warning line, and the run resumes from the last
+committed step. The folder is kept; before this run saves again it is renamed
+``<step>.uncommitted`` so the step can be written anew. Checkpoints written by an Orbax that
+wrote no commit files (no step has one) are all taken as committed.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +66,20 @@ def unflatten_named(template: Any, named: dict[str, Any]) -> Any:
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
+COMMIT_FILE = "commit_success.txt"  # ocp.path.atomicity.COMMIT_SUCCESS_FILE
+
+
+def is_committed(folder: str | Path) -> bool:
+    """Whether a step folder holds Orbax's commit marker (a finished save)."""
+    try:
+        return ocp.path.step.is_path_finalized(
+            Path(folder), temporary_path_cls=ocp.path.atomicity.CommitFileTemporaryPath)
+    except (AttributeError, TypeError):  # an Orbax without this API: the same test by hand
+        return (Path(folder) / COMMIT_FILE).is_file()
+
+
 class Checkpoints:
-    """The ``checkpoints/`` folder of a run workdir."""
+    """The ``checkpoints/`` folder of a run workdir (committed steps only; see the module)."""
 
     def __init__(self, directory: str | Path, *, keep: int = 2):
         self.directory = Path(directory).absolute()
@@ -66,14 +87,49 @@ class Checkpoints:
         self._manager = ocp.CheckpointManager(
             self.directory, options=options, item_names=("state", "meta")
         )
+        steps = list(self._manager.all_steps())
+        committed = [s for s in steps if is_committed(self.directory / str(s))]
+        if not committed:  # no commit files at all: an Orbax that did not write them
+            committed = steps
+        self._committed = sorted(committed)
+        self.uncommitted = sorted(set(steps) - set(committed))  # set aside before a save
+        if self.uncommitted and jax.process_index() == 0:
+            names = ", ".join(str(s) for s in self.uncommitted)
+            print(f"warning: checkpoint step {names} in {self.directory} was never committed "
+                  f"(an interrupted save, no {COMMIT_FILE}); using step {self._committed[-1]}, "
+                  f"the last committed one; the folder is kept (renamed <step>.uncommitted "
+                  f"before the next save)", file=sys.stderr, flush=True)
 
     def latest_step(self) -> int | None:
-        return self._manager.latest_step()
+        """The last committed step, or None."""
+        steps = self.all_steps()
+        return steps[-1] if steps else None
 
     def all_steps(self) -> list[int]:
-        return list(self._manager.all_steps())
+        """The committed steps, in order (once set aside, the others are out of Orbax's sight)."""
+        if self.uncommitted:
+            return list(self._committed)
+        return sorted(self._manager.all_steps())
+
+    def _set_aside_uncommitted(self) -> None:
+        """Rename uncommitted step folders out of Orbax's sight, so their steps can be saved
+        again (Orbax skips a save at or below the latest step folder it sees)."""
+        if jax.process_index() == 0:
+            for step in self.uncommitted:
+                folder = self.directory / str(step)
+                target, n = folder.with_name(f"{step}.uncommitted"), 1
+                while target.exists():
+                    n += 1
+                    target = folder.with_name(f"{step}.uncommitted-{n}")
+                folder.rename(target)
+        if jax.process_count() > 1:
+            ocp.multihost.sync_global_processes("recurrentlab_set_aside_uncommitted")
+        self.uncommitted = []
+        self._manager.reload()
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+        if self.uncommitted:
+            self._set_aside_uncommitted()
         # The write finishes in the background while training goes on, and the train step
         # donates (overwrites in place) the state it is given: save a copy of its own.
         named = flatten_named(jax.tree.map(jnp.copy, state))
