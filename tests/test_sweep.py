@@ -1,5 +1,6 @@
 """Sweeps: expansion helpers, run names, the runner's skip/resume/failure behaviour, the CLI."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -245,8 +246,11 @@ def test_experiment_sweeps_expand_and_their_configs_validate(path):
     from recurrentlab.config import validate
     from recurrentlab.models import registered_models
 
-    args = [None] + [a for a in ("tiny", "memory", "full", "paper")
-                     if f'"{a}"' in path.read_text()]
+    spec_module = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec_module)
+    spec_module.loader.exec_module(module)
+    args = [None] + list(getattr(module, "VARIANTS", [a for a in ("tiny", "memory", "full", "paper")
+                                                      if f'"{a}"' in path.read_text()]))
     for arg in args:
         spec = str(path) + (f":{arg}" if arg else "")
         runs = expand(spec, ROOT / "runs" / "unused", check=False)

@@ -1,66 +1,68 @@
 """BPTT horizon: can a model learn a dependency longer than its gradient horizon?
 
-    recurrentlab sweep experiments/sweeps/bptt_horizon.py --workdir runs/bptt_horizon --parallel 4
-    recurrentlab sweep experiments/sweeps/bptt_horizon.py:full --workdir runs/bptt_horizon_full
+    recurrentlab sweep experiments/sweeps/bptt_horizon.py --workdir runs/bptt_horizon --parallel 2
     recurrentlab results runs/bptt_horizon
+    recurrentlab sweep experiments/sweeps/bptt_horizon.py:full --workdir runs/bptt_horizon_full
 
-Task: delayed recall in stream mode, ``<mark> v d_1..d_D <query> [v]``: the answer depends
-on one token D + 2 positions back. The gradient horizon is ``H = bptt_segments *
-segment_len`` tokens: gradients never flow further back than the start of the current
-window, while the carry (LSTM state, XL cache, RMT memory tokens, SHA-RNN attention memory,
-NTM memory) still flows forward across windows under ``stop_gradient``. Grid: the distance
-D against the horizon H (segment length fixed, ``bptt_segments`` varied), six models, three
-seeds.
+Task: delayed recall in stream mode, ``<mark> v d_1..d_D <query> [v]``: the answer is the token
+D + 2 positions back. The gradient horizon is ``H = bptt_segments * segment_len`` tokens:
+gradients never flow further back than the start of the current window, while the carry (LSTM
+state, XL cache, RMT memory tokens, SHA-RNN attention memory, NTM memory) still flows forward
+across windows under ``stop_gradient``. So for D + 2 > H a recurrent model must learn to latch
+``v`` with no gradient telling it to — the question this sweep exists for.
 
-Expected pattern: for D + 2 <= H every stateful model can learn the task (accuracy -> 1);
-for D + 2 > H the LSTM (and the NTM's controller) must latch the value without a gradient
-telling it to, and falls to chance (1 / num_symbols) unless the write happens to generalise
-from shorter distances; Transformer-XL can still attend into its cache when D + 2 <=
-segment_len + mem_len, even though the cache is gradient-stopped (the gradient reaches the
-query and key projections, which also made the cached keys); RMT memory tokens and SHA-RNN's
-memory are written by the forward pass but trained only through the last H tokens. The
-stateless Transformer answers only when value and query share a segment (D + 2 < S). The
-plot ``plots/valid_accuracy_vs_data.distance.png`` shows accuracy against D, one line per
-model and horizon.
+Cells (segment S = 16 tokens, 8 symbols, chance 1/8):
 
-Measured (CPU scale, 3 seeds, 108 runs: 20 min 53 s with ``--parallel 2`` on a 2-core CPU;
-valid accuracy mean ± std, chance 0.125; H = bptt_segments * 16)::
+============  =====  ===  ===================================================================
+cell          D      H    what it tests
+============  =====  ===  ===================================================================
+control       12     16   an episode is exactly one segment: every model can answer from the
+                          segment alone (``protocol.control``; a model that fails it is "not
+                          trained to capability" and its other cells are no finding)
+inside        24     64   the answer 26 tokens back, inside the horizon and every memory
+beyond        24     16   the same, beyond the horizon: the gradient never sees ``v``
+============  =====  ===  ===================================================================
 
-    | model | D=8, H=16 | D=8, H=64 | D=24, H=16 | D=24, H=64 | D=56, H=16 | D=56, H=64 |
-    |---|---|---|---|---|---|---|
-    | lstm | 0.14±0.02 | 0.13±0.01 | 0.09±0.00 | 0.13±0.03 | 0.11±0.02 | 0.13±0.03 |
-    | sha_rnn | 0.94±0.07 | 1.00±0.00 | 0.09±0.00 | 0.13±0.03 | 0.11±0.02 | 0.13±0.03 |
-    | transformer | 0.55±0.01 | 0.56±0.01 | 0.09±0.00 | 0.13±0.03 | 0.11±0.02 | 0.13±0.03 |
-    | transformer_xl | 1.00±0.00 | 1.00±0.00 | 0.09±0.00 | 0.16±0.07 | 0.11±0.02 | 0.12±0.03 |
-    | rmt | 0.20±0.04 | 0.76±0.42 | 0.10±0.01 | 0.13±0.03 | 0.11±0.02 | 0.12±0.03 |
-    | ntm | 0.13±0.01 | 0.14±0.02 | 0.09±0.00 | 0.13±0.03 | 0.11±0.02 | 0.13±0.03 |
+Every model is trained at the two upper learning rates of its grid (``presets.LR_GRID``: a
+CPU-time budget; the full grid is ``get_sweep("full_grid")``), 3 seeds, a 1,500-step budget
+that ``train.stop_when = accuracy>=0.99`` ends early; ``recurrentlab results`` keeps the best
+learning rate per cell by validation and reports test accuracy (mean ± std over seeds),
+seeds solved and steps to solve. Memories hold 32 states (XL cache,
+SHA-RNN memory, NTM slots; RMT 8 tokens), so D = 24 is inside every memory. The LSTM uses
+the synthetic-task setup with chrono initialisation for lags up to 64 (``presets``).
 
-At this budget (400 steps) only D = 8 separates the models: Transformer-XL and SHA-RNN
-attend to it (SHA-RNN better with the longer horizon), the stateless Transformer answers only
-when value and query share a segment (~half the episodes), and RMT learns to carry the value
-in its memory tokens only when the gradient reaches back through them (H = 64: 0.76, two
-seeds of three at 1.0; H = 16: 0.20). The LSTM and the NTM stay on their plateau at 400 steps;
-D = 24 and 56 need the ``full`` budget.
+Expected pattern: inside the horizon every stateful model can learn it; beyond it the LSTM
+and the NTM controller have no gradient to learn the latch (chance, unless writing ``v``
+generalises from shorter lags — there are none here); Transformer-XL attends into its cache,
+which the gradient does not reach, but the query/key projections that read the cache are
+trained on the current segment, so it may still solve it; SHA-RNN likewise through its
+attention memory; RMT must write ``v`` into memory tokens with no gradient through them. The
+stateless Transformer is at chance in both D = 24 cells by construction.
+
+Measured: see the table below (filled from ``runs/bptt_horizon/results.md``).
 
 Scales (``get_sweep(arg)`` / ``get_config("<model>[,full]")``):
 
-* default (CPU): tiny models (10-40k parameters), S = 16, H in {16, 64}, D in {8, 24, 56},
-  8 symbols, 400 steps: 6 models x 3 D x 2 H x 3 seeds = 108 runs, 21 min with
-  ``--parallel 2`` on a 2-core CPU (measured above); the NTM runs are the slowest.
-* ``full`` (one GPU): 1-5M-parameter models, S = 64, H in {64, 256, 1024}, D in {32, 128,
-  512, 1024}, 16 symbols, 5,000 steps: 216 runs of a few minutes each on one GPU (not
-  measured): about a day.
+* default (CPU): tiny models (10-40k parameters), 6 models x 3 cells x 2 learning rates x 3
+  seeds = 108 runs.
+* ``full_grid``: the same at all 3 learning rates of each grid (162 runs).
+* ``one_seed``: the default with seed 0 only (36 runs).
+* ``full`` (one GPU): 1-5M-parameter models, S = 64, H in {64, 1024}, D in {60 (control),
+  250}, 16 symbols, 5,000 steps (not measured).
+* ``tiny``: 4 runs of 12 steps (LSTM and Transformer-XL, the two D = 24 cells), for the
+  notebook.
 """
 
 from recurrentlab.config import base_config
 from recurrentlab.data import data_config
-from recurrentlab.sweep import product, seeds, sweep
-from recurrentlab.sweep.presets import MODELS, scaled_model, split_arg, tiny
+from recurrentlab.sweep import product, seeds, sweep, zip_
+from recurrentlab.sweep.presets import MODELS, model_grid, scaled_model, split_arg, tiny
 
-SCALES = {  # scale: segment, bptt_segments values, distances, symbols, steps, batch
-    "cpu": dict(segment=16, bptt=(1, 4), distances=(8, 24, 56), symbols=8, steps=400, batch=16),
-    "gpu": dict(segment=64, bptt=(1, 4, 16), distances=(32, 128, 512, 1024), symbols=16,
-                steps=5000, batch=64),
+SCALES = {  # segment S, cells (D, bptt_segments, control), symbols, steps, batch, memory
+    "cpu": dict(segment=16, cells=((12, 1, True), (24, 4, False), (24, 1, False)), symbols=8,
+                steps=1500, batch=16, memory=32),
+    "gpu": dict(segment=64, cells=((60, 1, True), (250, 16, False), (250, 1, False)),
+                symbols=16, steps=5000, batch=64, memory=256),
 }
 
 
@@ -68,47 +70,63 @@ def get_config(arg: str | None = None):
     """``arg``: ``"<model>"`` (CPU scale) or ``"<model>,full"`` (GPU scale)."""
     model, scale = split_arg(arg)
     s = SCALES[scale]
+    distance, bptt, _ = s["cells"][1]
+    longest_lag = max(b for _, b, _ in s["cells"]) * s["segment"]
+    memory = {"transformer_xl": s["memory"], "sha_rnn": s["memory"], "ntm": s["memory"]}
     c = base_config()
     c.seed = 0  # parameters and data (swept)
-    c.model = scaled_model(model, scale, segment_len=s["segment"])  # memory = one segment
+    c.model = scaled_model(model, scale, segment_len=s["segment"], memory=memory.get(model),
+                           longest_lag=longest_lag)
     c.data = data_config(
         "synthetic",
         task="delayed_recall",  # <mark> v d_1..d_D <query> [v]
-        distance=s["distances"][0],  # D (swept)
+        distance=distance,  # D (swept)
         num_symbols=s["symbols"],  # chance accuracy 1 / num_symbols
         mode="stream",  # episodes span windows; the carry crosses window edges
-        eval_windows=8,  # held-out windows per evaluation
+        eval_windows=16,  # held-out windows per evaluation
     )
     t = c.train
     t.batch_size = s["batch"]  # streams
     t.segment_len = s["segment"]  # S, fixed
-    t.bptt_segments = s["bptt"][0]  # K (swept): horizon H = K * S
+    t.bptt_segments = bptt  # K (swept): horizon H = K * S
     t.carry_across_windows = True  # state flows on, gradients stop at the window edge
-    t.num_steps = s["steps"]  # optimiser steps
-    t.lr = 3e-3 if scale == "cpu" else 1e-3  # Adam
+    t.num_steps = s["steps"]  # budget; solved runs stop earlier
+    t.stop_when = "accuracy>=0.99"  # solved: steps to solve
+    t.lr = 3e-3  # Adam (swept over the model's grid)
     t.warmup_steps = 20 if scale == "cpu" else 200  # linear warmup
     t.clip_norm = 1.0  # global-norm clipping
     t.log_every = 50  # train records
-    t.eval_every = t.num_steps // 4  # accuracy along the way
-    t.checkpoint_every = t.num_steps // 4  # resume points
+    t.eval_every = 100  # learning curves and the stop criterion
+    t.checkpoint_every = 500  # resume points
+    t.progress_bar = False  # sweeps log to files
     c.eval.batch_size = s["batch"]  # evaluation streams
+    c.eval.final_splits = ("valid", "test")  # lr chosen on valid, accuracy reported on test
     c.mesh.data_axis = 1 if scale == "cpu" else 0  # CPU: one device per run
     return c
 
 
+VARIANTS = ("one_seed", "full_grid", "full", "tiny")  # the get_sweep arguments besides None
+
+
+def cells(scale: str = "cpu") -> list[dict]:
+    """The sweep's cells as overrides: distance, bptt_segments and protocol.control."""
+    d, k, control = zip(*SCALES[scale]["cells"], strict=True)
+    return zip_(sweep("data.distance", d), sweep("train.bptt_segments", k),
+                sweep("protocol.control", control))
+
+
 def get_sweep(arg: str | None = None):
-    """``arg``: None (CPU scale), ``"one_seed"`` (CPU scale, seed 0 only: 36 runs), ``"full"``,
-    or ``"tiny"`` (4 runs of 12 steps: LSTM and Transformer-XL, D = 24, H = 16 or 64; seconds
-    each, for the notebook)."""
+    """``arg``: None (CPU scale, 3 seeds, 2 learning rates per model), ``"full_grid"`` (3
+    learning rates), ``"one_seed"``, ``"full"`` (GPU scale) or ``"tiny"`` (4 runs of 12 steps
+    for the notebook)."""
     if arg == "tiny":
-        return tiny(product(sweep("config_arg", ["lstm", "transformer_xl"]),
-                            sweep("data.distance", [24]), sweep("train.bptt_segments", [1, 4])))
+        return [{**run, "train.eval_every": 6} for run in tiny(product(
+            sweep("config_arg", ["lstm", "transformer_xl"]), sweep("data.distance", [24]),
+            sweep("train.bptt_segments", [1, 4])))]
+    if arg not in (None, "one_seed", "full_grid", "full", "gpu"):
+        raise ValueError(f"unknown sweep '{arg}'; use one_seed, full_grid, full or tiny")
     scale = "gpu" if arg in ("full", "gpu") else "cpu"
-    s = SCALES[scale]
     suffix = ",full" if scale == "gpu" else ""
-    return product(
-        sweep("config_arg", [m + suffix for m in MODELS]),
-        sweep("data.distance", s["distances"]),
-        sweep("train.bptt_segments", s["bptt"]),
-        seeds(1 if arg == "one_seed" else 3),
-    )
+    lrs = 3 if arg in ("full_grid", "full", "gpu") else 2  # the upper rates of each grid
+    return model_grid([m + suffix for m in MODELS], cells(scale),
+                      seeds(1 if arg == "one_seed" else 3), lrs=lrs)

@@ -1,85 +1,113 @@
-"""Quick comparison: the six models on one long-dependency task, on a CPU, in minutes.
+"""Quick comparison: what does each model's state buy on a dependency longer than a segment?
 
     recurrentlab sweep experiments/sweeps/quick_comparison.py --workdir runs/compare --parallel 2
+    recurrentlab sweep experiments/sweeps/quick_comparison.py:lr_grid --workdir runs/compare_lr
 
-Question: which models can reproduce a sequence they saw further back than their segment?
-The task is copy in stream mode (NTM paper): ``x_1..x_12 <sep> [x_1..x_12]`` over 8 symbols
-(chance accuracy 1/8), episodes following each other in every stream. Each answer x_i comes
-13 tokens after its input, further back than one segment (8 tokens), so a model can only
-answer with what it carries from segment to segment: the LSTM/SHA-RNN/NTM state, the
-Transformer-XL cache (16 states), SHA-RNN's attention memory (16 states), RMT's 8 memory
-tokens. The gradient horizon is 4 segments (32 tokens) for every model, longer than an
-episode (25 tokens), and every model gets the same 300 steps of 16 streams.
+Task: delayed recall in stream mode, ``<mark> v d_1..d_12 <query> [v]`` over 8 symbols (chance
+accuracy 1/8). Episodes are 16 tokens and segments 8, so every episode spans exactly two
+segments: the value ``v`` is always in the first, the query in the second, and the answer lies
+14 tokens back — further than the segment, inside the 32-token gradient horizon (4 segments)
+and inside every model's memory (Transformer-XL cache and SHA-RNN attention memory 16 states,
+RMT 8 memory tokens, NTM 16 slots). So the prediction of each model's state is sharp:
 
-Expected pattern (tiny models and 300 steps: a smoke-sized comparison, not a benchmark):
-the Transformer stays at chance (its context is the current segment); Transformer-XL
-solves the task (its cache holds the inputs and attention copies them); the other stateful
-models need more steps than this to learn to store 12 symbols in what they carry (the NTM
-paper trains copy on ~100k sequences). Measured (seed 0, valid accuracy / exact match):
-Transformer-XL 1.00 / 1.00, SHA-RNN 0.43 / 0, LSTM 0.126 / 0, Transformer 0.126 / 0, RMT
-0.126 / 0, NTM 0.125 / 0. ``valid_accuracy`` is the per-symbol accuracy on held-out
-episodes, ``valid_exact_match`` the fraction of episodes copied without an error.
+* Transformer (carries nothing): chance, by construction — its context is the segment, which
+  never holds ``v`` when the query comes;
+* LSTM, SHA-RNN, Transformer-XL, RMT, NTM (their carry can hold ``v`` and the gradient
+  reaches it): solve it, given a setup that trains them (``presets.SYNTHETIC_SETUP``).
 
-Runtime: measured 4 min 49 s for the whole sweep (all six models registered; per run
-30-93 s of training after start-up, the NTM slowest) with ``--parallel 2`` on a 2-core CPU
-that other jobs were loading at the same time (load average 17-19), so expect less on an
-idle laptop. On one GPU the sweep takes about a minute, mostly compilation (not measured).
-The command prints the table when it finishes, writes
-``runs/compare/results.md`` and ``results.csv`` and plots ``runs/compare/plots/*.png``;
-``recurrentlab results runs/compare`` rebuilds them.
+The protocol (DESIGN.md, "capability before comparison"): every model gets 3 seeds at its own
+learning rate, a 1,500-step budget that ``train.stop_when = accuracy>=0.99`` ends early, and a
+**control cell** (``protocol.control``): D = 4, where an episode is 8 tokens and fits one
+segment, so every model — the Transformer too — can answer from the segment alone. A model
+whose control fails is reported as "not trained to capability", not as a result. The learning
+rates are the best of each model's grid (``presets.LR_GRID``) on this task; the ``lr_grid``
+sweep reruns that tuning (every model at every rate of its grid, 2 seeds) and
+``recurrentlab results`` keeps the best rate per cell.
 
-Sweep: ``config_arg`` picks the model (``get_config("ntm")`` trains just one).
+Output: ``runs/compare/results.md`` (the summary table: model, what it carries, horizon,
+accuracy ± std over seeds, seeds solved, steps to solve, parameters, tokens/s, capability),
+``results.csv``, and ``plots/learning_curves.png`` (validation accuracy against step, one line
+per model, chance dashed). Stop it at any time and run the same command again: finished runs
+are skipped and unfinished ones resume from their checkpoints.
+
+Measured: see the README (table, curve and wall time on a 2-core CPU).
 """
 
 from recurrentlab.config import base_config
 from recurrentlab.data import data_config
-from recurrentlab.sweep import sweep
-from recurrentlab.sweep.presets import MODELS, scaled_model, tiny
+from recurrentlab.sweep import product, seeds, sweep
+from recurrentlab.sweep.presets import MODELS, model_grid, scaled_model, tiny
 
-SEGMENT = 8  # tokens per model call
-LENGTH = 12  # symbols to copy: each answer lies LENGTH + 1 = 13 tokens after its input
+SEGMENT = 8  # S: tokens per model call
+DISTANCE = 12  # D: episodes of D + 4 = 16 tokens, two segments; the answer is D + 2 back
+CONTROL_DISTANCE = SEGMENT - 4  # an episode of exactly one segment: no carry needed
+HORIZON_SEGMENTS = 4  # K: gradient horizon K * S = 32 tokens
 
 MEMORY = {"transformer_xl": 16, "sha_rnn": 16, "rmt": 8, "ntm": 16}  # cache/memory/tokens/slots
 NTM_SIZE = dict(controller_size=32, memory_width=8)  # its step is sequential: keep it small
+# Each model's best learning rate of its LR_GRID on this task (the lr_grid sweep).
+LR = {"lstm": 3e-3, "sha_rnn": 3e-3, "transformer": 3e-3, "transformer_xl": 3e-3,
+      "rmt": 3e-3, "ntm": 1e-2}
 
 
 def get_config(arg: str | None = None):
     model = arg or "lstm"
+    if model not in MODELS:
+        raise ValueError(f"unknown model '{model}'; use one of {', '.join(MODELS)}")
     c = base_config()
-    c.seed = 0  # parameters and data
-    c.model = scaled_model(model, "cpu", segment_len=SEGMENT,  # tiny sizes, no dropout
-                           memory=MEMORY.get(model), **(NTM_SIZE if model == "ntm" else {}))
+    c.seed = 0  # parameters and data (swept)
+    c.model = scaled_model(model, "cpu", segment_len=SEGMENT, memory=MEMORY.get(model),
+                           longest_lag=HORIZON_SEGMENTS * SEGMENT,
+                           **(NTM_SIZE if model == "ntm" else {}))
     c.data = data_config(
         "synthetic",
-        task="copy",  # x_1..x_L <sep> [x_1..x_L]
-        bits=3,  # 8 symbols: chance accuracy 1/8
-        min_len=LENGTH,  # fixed length L
-        max_len=LENGTH,  # episodes of 2L + 1 = 25 tokens
-        mode="stream",  # episodes follow each other and span segments
-        eval_windows=8,  # held-out windows per evaluation
+        task="delayed_recall",  # <mark> v d_1..d_D <query> [v]
+        distance=DISTANCE,  # D (the control cell sets CONTROL_DISTANCE)
+        num_symbols=8,  # chance accuracy 1/8
+        mode="stream",  # episodes follow each other; the carry crosses segment edges
+        eval_windows=16,  # 16 windows x 16 streams x 2 episodes = 512 answers per evaluation
     )
     t = c.train
     t.batch_size = 16  # streams
     t.segment_len = SEGMENT  # S
-    t.bptt_segments = 4  # K: gradient horizon K*S = 32 tokens > an episode
-    t.num_steps = 300  # the same step budget for every model
+    t.bptt_segments = HORIZON_SEGMENTS  # K
+    t.num_steps = 1500  # budget; solved runs stop earlier
+    t.stop_when = "accuracy>=0.99"  # solved: steps to solve
     t.optimizer = "adam"  # Adam
-    t.lr = 3e-3  # high for tiny models and few steps
+    t.lr = LR[model]  # the model's tuned rate (swept by lr_grid)
     t.warmup_steps = 20  # short warmup
     t.clip_norm = 1.0  # global-norm clipping
-    t.log_every = 25  # train records
-    t.eval_every = 100  # held-out accuracy along the way (best_* columns)
-    t.checkpoint_every = 100  # resume points
+    t.log_every = 50  # train records
+    t.eval_every = 100  # validation accuracy: learning curves and the stop criterion
+    t.checkpoint_every = 500  # resume points
+    t.progress_bar = False  # sweeps log to files
     c.eval.batch_size = 16  # evaluation streams
+    c.eval.final_splits = ("valid", "test")  # the table reports test accuracy
     c.mesh.data_axis = 1  # one device: the runs share the CPU
     return c
 
 
+CONTROL = {"data.distance": CONTROL_DISTANCE, "protocol.control": True}
+VARIANTS = ("lr_grid", "memory")  # the get_sweep arguments besides None
+
+
 def get_sweep(arg: str | None = None):
-    """``arg``: None (all six models), or ``"memory"``: NTM, RMT and SHA-RNN for 4 steps on
-    2-segment windows, for the memory inspection notebook."""
+    """``arg``: None (every model at its tuned lr: 3 seeds and 1 control seed each),
+    ``"lr_grid"`` (every model at every lr of its grid, 2 seeds, the control at each lr) or
+    ``"memory"`` (NTM, RMT and SHA-RNN for 4 steps on 2-segment windows, for the memory
+    inspection notebook)."""
     if arg == "memory":  # 4 steps on windows of 2 segments: the pictures, not the learning
         return [{**run, "train.bptt_segments": 2, "train.num_steps": 4,
-                 "train.checkpoint_every": 4, "train.log_every": 2}
+                 "train.checkpoint_every": 4, "train.log_every": 2, "train.stop_when": ""}
                 for run in tiny(sweep("config_arg", ["ntm", "rmt", "sha_rnn"]))]
-    return sweep("config_arg", list(MODELS))
+    if arg == "lr_grid":
+        cells = [{}, CONTROL]
+        return model_grid(MODELS, cells, seeds(2))
+    if arg is not None:
+        raise ValueError(f"unknown sweep '{arg}'; use lr_grid or memory")
+    runs = []
+    for model in MODELS:
+        runs += product(sweep("config_arg", [model]), [{"protocol.control": False}], seeds(3))
+        runs += product(sweep("config_arg", [model]), [CONTROL], seeds(1))
+    return runs
+

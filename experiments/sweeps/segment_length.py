@@ -108,10 +108,11 @@ def get_sweep(arg: str | None = None):
     suffix = ",full" if scale == "gpu" else ""
     runs = []
     if arg == "tiny":
-        return tiny([{"config_arg": f"{m},retrieval", "train.segment_len": s,
+        runs = tiny([{"config_arg": f"{m},retrieval", "train.segment_len": s,
                       "train.bptt_segments": -(-(EPISODE - 1) // s),
                       **({"model.max_len": s} if m == "transformer" else {})}
                      for m in ("transformer", "rmt") for s in (4, 8)])
+        return [{**run, "train.eval_every": 6} for run in runs]  # stop_when is checked there
     for model in MODELS:
         memory = {"transformer_xl": "model.mem_len", "sha_rnn": "model.mem_len",
                   "transformer": "model.max_len"}.get(model)

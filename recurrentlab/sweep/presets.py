@@ -149,12 +149,13 @@ def scaled_model(name: str, scale: str = "cpu", *, segment_len: int, memory: int
     return model_config(name, **values)
 
 
-def model_grid(models, *axes: list[dict]) -> list[dict]:
-    """Runs of each model in ``models`` at each learning rate of its :data:`LR_GRID`, times
-    ``axes`` (``product`` of sweep axes): the per-model tuning every comparison needs."""
+def model_grid(models, *axes: list[dict], lrs: int = 3) -> list[dict]:
+    """Runs of each model in ``models`` at each learning rate of its :data:`LR_GRID` (the
+    upper ``lrs`` of them), times ``axes`` (``product`` of sweep axes): the per-model tuning
+    every comparison needs."""
     runs = []
     for model in models:
-        grid = LR_GRID[model.partition(",")[0]]  # "<model>,full": the model's own grid
+        grid = LR_GRID[model.partition(",")[0]][-lrs:]  # "<model>,full": the model's grid
         runs.extend(product(sweep("config_arg", [model]), sweep("train.lr", grid), *axes))
     return runs
 

@@ -203,7 +203,10 @@ def _text(value: Any) -> str:
         if not _present(mean):
             return ""
         text = _text(mean)
-        return text if not _present(std) else f"{text} ± {_text(std)}"
+        if not _present(std):
+            return text
+        same_style = f"{std:.3f}" if isinstance(mean, float) and abs(mean) < 10 else _text(std)
+        return f"{text} ± {same_style}"
     if isinstance(value, float):
         if math.isnan(value):
             return ""
