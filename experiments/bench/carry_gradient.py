@@ -41,12 +41,14 @@ from recurrentlab.bench import bench_config, entry
 from recurrentlab.models import model_config
 
 MODES = ("none", "snap1", "rtrl")
-SIZES = {"small": (16, 32, 64), "gpu": (64, 128, 256)}
+SIZES = {"small": (16, 32, 64), "gpu": (64, 128, 256), "tiny": (8,)}
 
 
 def get_config(arg: str | None = None):
-    """``arg``: ``"small"`` (CPU, under 2 minutes) or None (hidden 64-256)."""
-    sizes = SIZES["small" if arg == "small" else "gpu"]
+    """``arg``: ``"small"`` (CPU, under 2 minutes), ``"tiny"`` (seconds, for tests) or None
+    (hidden 64-256)."""
+    sizes = SIZES[arg if arg in ("small", "tiny") else "gpu"]
+    batch, segment = (4, 4) if arg == "tiny" else (16, 16)
     c = bench_config("throughput")
     c.vocab_size = 16  # delayed recall: 8 symbols + specials, rounded up
     c.warmup = 1  # untimed repeats after compilation
@@ -61,7 +63,7 @@ def get_config(arg: str | None = None):
             embed_init="normal")  # the synthetic-task setup
         for mode in MODES:
             c.entries[f"h{h}_{mode}"] = entry(
-                model, batch_size=16, segment_len=16, bptt_segments=1,
+                model, batch_size=batch, segment_len=segment, bptt_segments=1,
                 carry_gradient=mode,  # the row's mode
                 influence_budget_mb=1 << 20)  # measure past the trainer's default budget
     return c
