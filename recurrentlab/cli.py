@@ -76,16 +76,17 @@ def cmd_train(args, overrides) -> int:
 
 
 def cmd_eval(args, overrides) -> int:
-    from recurrentlab.config import config_hash
-    from recurrentlab.train.evaluate import evaluate
-    from recurrentlab.train.trainer import eval_model, load_trained
+    from flax import nnx
 
+    from recurrentlab.config import config_hash
+    from recurrentlab.train.evaluate import EvalSettings, Evaluator
+    from recurrentlab.train.trainer import enable_compilation_cache, eval_model, load_trained
+
+    enable_compilation_cache()
     config, dataset, model, step = load_trained(args.workdir, step=args.step, overrides=overrides)
     model = eval_model(model, config, dataset.vocab_size)
-    t = config.train
-    metrics = evaluate(model, dataset, split=args.split, batch_size=config.eval.batch_size,
-                       segment_len=config.eval.segment_len or t.segment_len,
-                       window_segments=t.bptt_segments, max_windows=config.eval.max_windows)
+    evaluator = Evaluator(model, dataset, EvalSettings.from_config(config))
+    metrics = evaluator(nnx.state(model, nnx.Param), args.split)
     result = {"split": args.split, "step": step, "overrides": overrides, **metrics}
     variant = f"_{config_hash(config)}" if overrides else ""  # one file per evaluated config
     out = Path(args.workdir) / f"eval_{args.split}_step{step}{variant}.json"

@@ -1,9 +1,15 @@
-"""Episode metrics: an episode that spans windows is judged as one, resets start new ones."""
+"""Evaluation: compiled once per model and shapes, equal to the model run by hand; episode
+metrics: an episode that spans windows is judged as one, resets start new ones."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
-from recurrentlab.train.evaluate import EpisodeTally
+from recurrentlab.train.evaluate import EpisodeTally, EvalSettings, Evaluator
+from recurrentlab.train.step import token_nll
+from recurrentlab.train.trainer import build_run
 
 
 def _window(targets, episode, mask, reset):
@@ -32,3 +38,37 @@ def test_a_reset_starts_new_episodes_with_the_same_ids():
     metrics = tally.metrics()
     assert metrics["episodes"] == 2 and metrics["exact_match"] == pytest.approx(0.5)
     assert "bit_errors" not in metrics
+
+
+def _split_by_hand(model, dataset, split, settings):
+    """Loss and accuracy of ``split`` with every stream's windows joined into one model call
+    (an LSTM's carry makes one call equal the windows one after another)."""
+    windows = list(dataset.eval_windows(split, settings.batch_size, settings.window_len,
+                                        settings.max_windows))
+    assert windows[0]["reset"].all() and not any(w["reset"].any() for w in windows[1:])
+    join = lambda key: np.concatenate([w[key] for w in windows], axis=1)
+    logits, _ = model(jnp.asarray(join("inputs")), model.init_carry(settings.batch_size))
+    nll, pred = token_nll(logits, jnp.asarray(join("targets")))
+    mask = join("mask")
+    return (float(np.sum(np.asarray(nll) * mask) / mask.sum()),
+            float(np.sum((np.asarray(pred) == join("targets")) * mask) / mask.sum()))
+
+
+def test_an_evaluator_compiles_once_and_follows_the_parameters_it_is_given(tiny_config,
+                                                                           compile_counter):
+    config = tiny_config()
+    config.eval.max_windows = 3
+    dataset, model = build_run(config)
+    settings = EvalSettings.from_config(config)
+    assert (settings.batch_size, settings.window_len) == (4, 16)
+    evaluator = Evaluator(model, dataset, settings)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    moved = jax.tree.map(lambda p: p + 0.05 * jnp.sign(p), params)  # a later training step
+    for p in (params, moved, params):
+        metrics = evaluator(p, "valid")
+        loss, accuracy = _split_by_hand(nnx.merge(graphdef, p, rest), dataset, "valid", settings)
+        assert metrics["loss"] == pytest.approx(loss, rel=1e-5)
+        assert metrics["accuracy"] == pytest.approx(accuracy)
+        assert metrics["tokens"] == 3 * 4 * 16
+    assert evaluator(moved, "valid")["loss"] != evaluator(params, "valid")["loss"]
+    assert compile_counter["jit(eval_window)"] == 1 and compile_counter["jit(eval_start)"] == 1

@@ -243,7 +243,32 @@ def test_the_train_step_donates_its_state_and_keeps_the_fresh_carry(tiny_config)
     assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(fresh))
 
 
-# --- what the records count ---------------------------------------------------------
+# --- compilation and what the records count -------------------------------------------
+
+
+RUN_PROGRAMS = {"jit(init_model)": 1, "jit(init_state)": 1, "jit(train_step)": 1,
+                "jit(eval_start)": 1, "jit(eval_window)": 1}
+
+
+@pytest.mark.parametrize("model", ["lstm", "ntm"])
+def test_a_run_compiles_each_program_once(tmp_path, tiny_config, compile_counter, model):
+    config = tiny_config(model, num_steps=6, eval_every=2, checkpoint_every=3)
+    if model == "ntm":  # its constant initial memory once made the carry change type at step 2
+        config.model.update(dict(controller_size=16, memory_slots=8, memory_width=4, embed_dim=8,
+                                 memory_init="constant"))
+    train_and_evaluate(config, tmp_path / "run")
+    assert len(read_metrics(tmp_path / "run", "eval")) == 3  # steps 2, 4 and the final one
+    # model, train state, train step, evaluation: one compilation each, no eager op compiles
+    assert dict(compile_counter.counts) == RUN_PROGRAMS
+
+
+def test_evaluation_with_model_overrides_builds_its_model_once(tmp_path, tiny_config,
+                                                               compile_counter):
+    config = tiny_config(num_steps=4, eval_every=1, checkpoint_every=4)
+    config.eval.model_overrides.scan_unroll = 2  # another graph over the same parameters
+    train_and_evaluate(config, tmp_path / "run")
+    assert len(read_metrics(tmp_path / "run", "eval")) == 4
+    assert dict(compile_counter.counts) == {**RUN_PROGRAMS, "jit(init_model)": 2}
 
 
 def test_logged_loss_is_the_cross_entropy_and_the_penalty_is_optimised_apart(tmp_path,
@@ -276,3 +301,26 @@ def test_logged_loss_is_the_cross_entropy_and_the_penalty_is_optimised_apart(tmp
     ce_grads = jax.grad(lambda p: objective(p)[1][1]["nll_sum"] / aux["count"])(params)
     assert record["grad_norm"] == pytest.approx(norm(grads), rel=1e-4)
     assert abs(norm(grads) - norm(ce_grads)) > 1e-3 * norm(grads)
+
+
+def test_the_compilation_cache_folder_and_its_off_switch(tmp_path, monkeypatch):
+    from recurrentlab.train.trainer import enable_compilation_cache
+
+    kept = jax.config.jax_compilation_cache_dir  # the test session's cache
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cases = [(None, str(tmp_path / ".cache" / "recurrentlab" / "jax")),  # the default
+             (str(tmp_path / "elsewhere"), str(tmp_path / "elsewhere")), ("off", None)]
+    try:
+        for value, folder in cases:
+            jax.config.update("jax_compilation_cache_dir", None)
+            if value is None:
+                monkeypatch.delenv("RECURRENTLAB_CACHE_DIR", raising=False)
+            else:
+                monkeypatch.setenv("RECURRENTLAB_CACHE_DIR", value)
+            assert enable_compilation_cache() == folder
+            assert jax.config.jax_compilation_cache_dir == folder
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path / "own"))  # set for JAX
+        monkeypatch.setenv("RECURRENTLAB_CACHE_DIR", str(tmp_path / "elsewhere"))
+        assert enable_compilation_cache() == str(tmp_path / "own")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", kept)

@@ -4,15 +4,19 @@
 * ``accuracy``: argmax hits over masked positions;
 * ``exact_match``: fraction of episodes whose masked positions are all right (synthetic tasks);
 * ``bit_errors``: mean wrong bits per episode for bit-vector tasks (NTM copy, recall).
+
+An :class:`Evaluator` is built once per model and :class:`EvalSettings` and compiles its
+window once; the trainer and ``recurrentlab eval`` call it with the parameters to evaluate.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 from flax import nnx
 
@@ -54,14 +58,84 @@ class EpisodeTally:
         return out
 
 
-def make_eval_fn(graphdef, segment_len: int) -> Callable:
-    @jax.jit
-    def eval_window(state, carry, fresh, batch):
-        model = nnx.merge(graphdef, state)
-        carry = reset_carry(carry, fresh, batch["reset"])
-        return window_outputs(model, carry, batch, segment_len=segment_len)
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+    """How a run evaluates: ``batch_size`` streams, windows of ``window_segments`` model calls of
+    ``segment_len`` tokens each, ``max_windows`` windows (0: the whole split)."""
 
-    return eval_window
+    batch_size: int
+    segment_len: int
+    window_segments: int
+    max_windows: int = 0
+
+    @property
+    def window_len(self) -> int:
+        return self.segment_len * self.window_segments
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> EvalSettings:
+        """The one place a run config turns into evaluation settings (trainer, ``eval``)."""
+        return cls(batch_size=config.eval.batch_size,
+                   segment_len=config.eval.segment_len or config.train.segment_len,
+                   window_segments=config.train.bptt_segments,
+                   max_windows=config.eval.max_windows)
+
+
+class Evaluator:
+    """Evaluation of one model graph at fixed shapes, traced and compiled once.
+
+    ``evaluator(params, split)`` runs ``split`` in order with the carry and returns its
+    metrics. The model's structure and non-parameter state are fixed at construction; the
+    parameters are an argument, so a trainer evaluating every ``eval_every`` steps (or
+    ``recurrentlab eval`` on several splits) reuses the compiled window instead of tracing and
+    compiling it again. With a ``placement`` batches and carry are split over the data axis
+    and results gathered from every process.
+    """
+
+    def __init__(self, model: nnx.Module, dataset: Any, settings: EvalSettings, *,
+                 placement: Any = None):
+        self.dataset, self.settings = dataset, settings
+        graphdef, _, rest = nnx.split(model, nnx.Param, ...)
+        self._rest = placement.replicate(rest) if placement is not None else rest
+        self._put = placement.batch if placement is not None else (lambda tree: tree)
+        self._fetch = placement.fetch if placement is not None else np.asarray
+        rows = placement.sharded if placement is not None else None  # batch-first outputs
+        batch_size, segment_len = settings.batch_size, settings.segment_len
+
+        def eval_start(params, rest):
+            return nnx.merge(graphdef, params, rest).init_carry(batch_size)
+
+        def eval_window(params, rest, carry, batch):
+            model = nnx.merge(graphdef, params, rest)
+            carry = reset_carry(carry, model.init_carry(batch_size), batch["reset"])
+            return window_outputs(model, carry, batch, segment_len=segment_len)
+
+        self._start = jax.jit(eval_start, out_shardings=rows)
+        self._window = jax.jit(eval_window, out_shardings=rows)
+
+    def __call__(self, params: nnx.State, split: str) -> dict[str, float]:
+        """Loss, bits, accuracy and episode metrics of ``split`` under ``params``."""
+        dataset, settings = self.dataset, self.settings
+        carry = self._start(params, self._rest)
+        nll_sum = count = correct = 0.0
+        tally = EpisodeTally(settings.batch_size)
+        windows = dataset.eval_windows(split, settings.batch_size, settings.window_len,
+                                       settings.max_windows)
+        for index, batch in enumerate(windows):
+            device_batch = self._put({k: batch[k] for k in ("inputs", "targets", "mask", "reset")})
+            carry, nll, pred = self._window(params, self._rest, carry, device_batch)
+            nll, pred = np.asarray(self._fetch(nll), np.float64), np.asarray(self._fetch(pred))
+            mask = batch["mask"].astype(np.float64)
+            nll_sum += float((nll * mask).sum())
+            count += float(mask.sum())
+            correct += float(((pred == batch["targets"]) * mask).sum())
+            if np.any(batch["episode"] >= 0):
+                tally.add(index, batch, pred, getattr(dataset, "bits_per_symbol", 0))
+        loss = nll_sum / max(count, 1.0)
+        metrics = {"loss": loss, f"bits_per_{dataset.unit}": loss / math.log(2),
+                   "accuracy": correct / max(count, 1.0), "tokens": count}
+        metrics.update(tally.metrics())
+        return metrics
 
 
 def evaluate(
@@ -73,32 +147,12 @@ def evaluate(
     segment_len: int,
     window_segments: int,
     max_windows: int = 0,
-    put: Callable[[Any], Any] = lambda x: x,
-    fetch: Callable[[Any], np.ndarray] = np.asarray,
+    placement: Any = None,
 ) -> dict[str, float]:
-    """Run ``split`` in order with the carry; return loss, bits, accuracy and episode metrics.
+    """One evaluation of ``model`` on ``split`` (an :class:`Evaluator` used once).
 
-    ``put`` places a host batch on devices, ``fetch`` brings a device result back (across
-    hosts in a multi-process run)."""
-    graphdef, state = nnx.split(model)
-    eval_window = make_eval_fn(graphdef, segment_len)
-    fresh = put(model.init_carry(batch_size))
-    carry = fresh
-    nll_sum = count = correct = 0.0
-    tally = EpisodeTally(batch_size)
-    windows = dataset.eval_windows(split, batch_size, segment_len * window_segments, max_windows)
-    for index, batch in enumerate(windows):
-        device_batch = put({k: batch[k] for k in ("inputs", "targets", "mask", "reset")})
-        carry, nll, pred = eval_window(state, carry, fresh, device_batch)
-        nll, pred = np.asarray(fetch(nll), np.float64), np.asarray(fetch(pred))
-        mask = batch["mask"].astype(np.float64)
-        nll_sum += float((nll * mask).sum())
-        count += float(mask.sum())
-        correct += float(((pred == batch["targets"]) * mask).sum())
-        if np.any(batch["episode"] >= 0):
-            tally.add(index, batch, pred, getattr(dataset, "bits_per_symbol", 0))
-    loss = nll_sum / max(count, 1.0)
-    metrics = {"loss": loss, f"bits_per_{dataset.unit}": loss / math.log(2),
-               "accuracy": correct / max(count, 1.0), "tokens": count}
-    metrics.update(tally.metrics())
-    return metrics
+    Code that evaluates repeatedly keeps an :class:`Evaluator` instead, which compiles once."""
+    settings = EvalSettings(batch_size=batch_size, segment_len=segment_len,
+                            window_segments=window_segments, max_windows=max_windows)
+    evaluator = Evaluator(model, dataset, settings, placement=placement)
+    return evaluator(nnx.state(model, nnx.Param), split)

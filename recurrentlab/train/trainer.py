@@ -12,6 +12,7 @@ bit-for-bit.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,44 @@ from recurrentlab.train.distributed import (
     initialize_distributed,
     main_process_first,
 )
-from recurrentlab.train.evaluate import evaluate
+from recurrentlab.train.evaluate import EvalSettings, Evaluator
 from recurrentlab.train.logging import MetricWriter
 from recurrentlab.train.optim import make_optimizer
 from recurrentlab.train.step import window_loss
 from recurrentlab.train.workdir import code_version, prepare_workdir, read_summary, write_summary
+
+CACHE_DIR_ENV = "RECURRENTLAB_CACHE_DIR"
+
+
+def enable_compilation_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache; return its folder (None: off).
+
+    The folder is ``$RECURRENTLAB_CACHE_DIR``, by default ``~/.cache/recurrentlab/jax``;
+    ``RECURRENTLAB_CACHE_DIR=off`` leaves the cache off. A folder already given to JAX itself
+    (``JAX_COMPILATION_CACHE_DIR`` or ``jax.config``) is kept. A run whose train step was
+    compiled before (same model, shapes and jax version) loads it instead of compiling it.
+    """
+    if jax.config.jax_compilation_cache_dir:
+        return jax.config.jax_compilation_cache_dir
+    folder = os.environ.get(CACHE_DIR_ENV, "~/.cache/recurrentlab/jax").strip()
+    if folder.lower() in ("", "off", "0", "none", "false"):
+        return None
+    folder = os.path.expanduser(folder)
+    jax.config.update("jax_compilation_cache_dir", folder)
+    return folder
+
+
+def build_model_jit(model_config: ml_collections.ConfigDict, *, vocab_size: int, seed: int):
+    """``build_model`` traced and compiled as one program.
+
+    Building eagerly runs every initialiser as its own small compiled op (14-17 compilations
+    for the LSTM and NTM of ``experiments/sweeps/quick_comparison.py``); under ``nnx.jit``
+    the whole initialisation is one. Same random streams; values may differ from an eager
+    build in the last bit where XLA fuses the arithmetic of an initialiser."""
+    def init_model():
+        return build_model(model_config, vocab_size=vocab_size, seed=seed)
+
+    return nnx.jit(init_model)()
 
 
 def build_run(config: ml_collections.ConfigDict):
@@ -54,10 +88,10 @@ def build_run(config: ml_collections.ConfigDict):
     dataset = build_dataset(config.data, seed=config.seed)
     t = config.train
     dataset.check_layout(t.batch_size, t.segment_len * t.bptt_segments)
-    eval_window = (config.eval.segment_len or t.segment_len) * t.bptt_segments
+    evaluation = EvalSettings.from_config(config)
     for split in {config.eval.split, *config.eval.final_splits}:
-        dataset.check_layout(config.eval.batch_size, eval_window, split=split)
-    model = build_model(config.model, vocab_size=dataset.vocab_size, seed=config.seed)
+        dataset.check_layout(evaluation.batch_size, evaluation.window_len, split=split)
+    model = build_model_jit(config.model, vocab_size=dataset.vocab_size, seed=config.seed)
     check_carry_gradient(config, model)  # train.carry_gradient: supported, within budget
     check_model_calls(config, model, dataset.vocab_size)
     return dataset, model
@@ -91,13 +125,16 @@ def check_model_calls(config: ml_collections.ConfigDict, model: nnx.Module,
 
 
 def eval_model(model: nnx.Module, config: ml_collections.ConfigDict, vocab_size: int):
-    """``model`` itself, or a copy built with ``config.eval.model_overrides`` sharing its params."""
+    """``model`` itself, or a copy built with ``config.eval.model_overrides`` sharing its params.
+
+    Build it once per run: an :class:`Evaluator` of the copy takes the trained parameters as
+    an argument at every evaluation."""
     overrides = config.eval.model_overrides.to_dict()
     if not overrides:
         return model
     model_config = ml_collections.ConfigDict(config.model.to_dict())
     model_config.update(overrides)
-    evaluated = build_model(model_config, vocab_size=vocab_size, seed=config.seed)
+    evaluated = build_model_jit(model_config, vocab_size=vocab_size, seed=config.seed)
     nnx.update(evaluated, nnx.state(model, nnx.Param))
     return evaluated
 
@@ -161,18 +198,28 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
 
 def init_train_state(model: nnx.Module, config: ml_collections.ConfigDict,
                      tx: optax.GradientTransformation, placement: Placement):
-    """``(graphdef, state, rest, fresh_carry)``: the state a run starts from (or restores into)."""
+    """``(graphdef, state, rest, fresh_carry)``: the state a run starts from (or restores into).
+
+    Optimiser state, carry, step and key are made by one compiled program that places them
+    where the train step wants them (not op by op, each op a compilation of its own)."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    fresh_carry = placement.batch(model.init_carry(config.train.batch_size))
-    state = {
-        "params": placement.params(params),
-        "opt_state": placement.params(tx.init(params)),
-        "carry": jax.tree.map(jnp.copy, fresh_carry),  # own buffers: the state is donated
-        "step": placement.replicate(jnp.asarray(0, jnp.int32)),
-        "rng": placement.replicate(jax.random.PRNGKey(config.seed)),
-    }
+    params, rest = placement.params(params), placement.replicate(rest)
+    batch_size, seed = config.train.batch_size, config.seed
+
+    def init_state(params, rest):
+        carry = lambda: nnx.merge(graphdef, params, rest).init_carry(batch_size)
+        state = {"opt_state": tx.init(params),
+                 "carry": carry(),  # own buffers, apart from the fresh carry: the state is donated
+                 "step": jnp.zeros((), jnp.int32),
+                 "rng": jax.random.PRNGKey(seed)}
+        return state, carry()
+
+    shapes, fresh_shapes = jax.eval_shape(init_state, params, rest)
+    shardings = (placement.state_shardings(shapes), placement.state_shardings(
+        {"carry": fresh_shapes})["carry"])
+    state, fresh_carry = jax.jit(init_state, out_shardings=shardings)(params, rest)
     state = with_influence(state, model, config, placement)  # train.carry_gradient
-    return graphdef, state, placement.replicate(rest), fresh_carry
+    return graphdef, {"params": params, **state}, rest, fresh_carry
 
 
 def load_trained(workdir: str | Path, *, step: int | None = None,
@@ -220,6 +267,7 @@ def _check_finite(pending: list[tuple[int, Any]], last_good: int | None) -> None
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
     """Train ``config`` in ``workdir`` (resuming what is there) and return the summary."""
+    enable_compilation_cache()
     initialize_distributed(config)
     dataset, model = build_run(config)
     t = config.train
@@ -247,11 +295,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     if start:
         writer.write("resume", start, {})
     train_step = make_train_step(graphdef, config, tx, placement)
-    run_eval = lambda split: evaluate(
-        eval_model(nnx.merge(graphdef, state["params"], rest), config, dataset.vocab_size),
-        dataset, split=split, batch_size=config.eval.batch_size,
-        segment_len=config.eval.segment_len or t.segment_len, window_segments=t.bptt_segments,
-        max_windows=config.eval.max_windows, put=placement.batch, fetch=placement.fetch)
+    evaluator = Evaluator(eval_model(model, config, dataset.vocab_size), dataset,
+                          EvalSettings.from_config(config), placement=placement)
+    run_eval = lambda split: evaluator(state["params"], split)  # compiled at its first call
 
     pending: list[tuple[int, Any]] = []
     last_good = start or None
