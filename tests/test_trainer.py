@@ -303,6 +303,28 @@ def test_logged_loss_is_the_cross_entropy_and_the_penalty_is_optimised_apart(tmp
     assert abs(norm(grads) - norm(ce_grads)) > 1e-3 * norm(grads)
 
 
+def test_tokens_per_sec_leaves_out_evaluation_and_checkpoints(tmp_path, tiny_config,
+                                                             monkeypatch):
+    import time
+
+    from recurrentlab.train.checkpoint import Checkpoints
+    from recurrentlab.train.evaluate import Evaluator
+
+    pause = 0.25
+    evaluate, save = Evaluator.__call__, Checkpoints.save
+    monkeypatch.setattr(Evaluator, "__call__",
+                        lambda self, *a: (time.sleep(pause), evaluate(self, *a))[1])
+    monkeypatch.setattr(Checkpoints, "save", lambda self, *a: (time.sleep(pause), save(self, *a)))
+    config = tiny_config(num_steps=4, eval_every=1, checkpoint_every=1, log_every=2)
+    train_and_evaluate(config, tmp_path / "run")
+    t = config.train
+    tokens = 2 * t.batch_size * t.segment_len * t.bptt_segments  # per record of steps 3-4
+    record = [r for r in read_metrics(tmp_path / "run", "train") if r["step"] == 4][0]
+    # steps 3 and 4 sat between 4 pauses (evaluation and checkpoint after steps 2 and 3):
+    # counting them would give at most tokens / (4 * pause)
+    assert record["tokens_per_sec"] > 10 * tokens / (4 * pause)
+
+
 def test_the_compilation_cache_folder_and_its_off_switch(tmp_path, monkeypatch):
     from recurrentlab.train.trainer import enable_compilation_cache
 

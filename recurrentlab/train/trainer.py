@@ -303,6 +303,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     last_good = start or None
     started = time.time()
     mark, mark_step, compile_seconds = time.time(), start, None
+    excluded = 0.0  # seconds since ``mark`` spent evaluating and checkpointing, not training
     done = start
     stopped_at = start if resumed_meta.get("stop_when_met") else None  # met before a restart
     guard = PreemptionGuard(placement).install()  # SIGTERM: checkpoint this step, then stop
@@ -324,20 +325,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 record["bits"] = record["loss"] / math.log(2)
                 if done > mark_step:
                     record["tokens_per_sec"] = (done - mark_step) * t.batch_size * window_len / (
-                        now - mark)
+                        now - mark - excluded)
                 record["compile_seconds"] = compile_seconds
                 writer.write("train", done, record)
-                mark, mark_step = time.time(), done
+                mark, mark_step, excluded = time.time(), done, 0.0
             if t.eval_every and done % t.eval_every == 0 and done < t.num_steps:
+                jax.block_until_ready(metrics["loss"])  # steps still running are training time
+                paused = time.time()
                 periodic = run_eval(config.eval.split)
                 writer.write("eval", done, {"split": config.eval.split, **periodic})
                 if t.stop_when and stop_condition_met(t.stop_when, periodic):
                     stopped_at = done
+                excluded += time.time() - paused
             if done % t.checkpoint_every == 0 or done == t.num_steps or stopped_at:
-                _check_finite(pending, last_good)
+                _check_finite(pending, last_good)  # waits for the step
+                paused = time.time()
                 checkpoints.save(done, state, {**meta, "step": done,
                                                "stop_when_met": bool(stopped_at)})
                 last_good = done
+                excluded += time.time() - paused
             if guard.should_stop() or stopped_at:
                 break
         if guard.stop_after_loop():
