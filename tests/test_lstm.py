@@ -203,18 +203,6 @@ def test_init_carry_is_zero_and_batch_first():
         assert leaf.shape[0] == 4 and not jnp.any(leaf)
 
 
-def test_causality():
-    model = small_model()
-    tokens = random_tokens(5, batch=2, length=10)
-    carry = model.init_carry(2)
-    base, _ = apply(model, tokens, carry)
-    for t in (0, 4, 9):
-        changed = tokens.at[:, t].set((tokens[:, t] + 1) % VOCAB)
-        logits, _ = apply(model, changed, carry)
-        np.testing.assert_array_equal(logits[:, :t], base[:, :t])
-        assert jnp.all(jnp.abs(logits[:, t] - base[:, t]).max(axis=-1) > 0)
-
-
 # --- regularisers --------------------------------------------------------------------
 
 

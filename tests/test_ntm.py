@@ -107,14 +107,6 @@ def test_causality(mode):
     assert not np.allclose(base[:, t], other[:, t])
 
 
-def test_batch_rows_are_independent():
-    model = shared_ntm(input_mode="bits")
-    tokens = random_tokens(3, (3, 7), 18)
-    both, _ = apply(model, tokens, fresh(model, 3))
-    alone, _ = apply(model, tokens[1:2], fresh(model, 1))
-    np.testing.assert_allclose(both[1:2], alone, rtol=1e-5, atol=1e-6)
-
-
 # -- bits token interface ---------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ import torch
 from flax import nnx
 
 from recurrentlab.config import load_config_file
-from recurrentlab.models import build_model, model_config, reset_carry
+from recurrentlab.models import build_model, model_config
 from recurrentlab.models.sha_rnn import (
     SHARNN,
     LSTMState,
@@ -312,19 +312,6 @@ def test_lstm_matches_torch_lstm():
         out, (h_n, c_n) = ref(torch.tensor(np.asarray(x), dtype=torch.float64))
     np.testing.assert_allclose(hs, out.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(state.c, c_n[0].numpy(), rtol=1e-5, atol=1e-6)
-
-
-def test_reset_carry_restarts_one_stream():
-    model = tiny(mem_len=8)
-    x = tokens(2, 12, seed=5)
-    call = jitted(model)
-    _, carry = call(x[:, :6], model.init_carry(2))
-    carry = reset_carry(carry, model.init_carry(2), jnp.array([True, False]))
-    out, _ = call(x[:, 6:], carry)
-    fresh, _ = call(x[:1, 6:], model.init_carry(1))
-    cont, _ = run_segments(model, x, [6, 6])
-    np.testing.assert_allclose(out[:1], fresh, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out[1:], cont[1:, 6:], rtol=1e-5, atol=1e-5)
 
 
 def test_init_follows_the_authors():

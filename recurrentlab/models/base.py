@@ -58,6 +58,22 @@ class SequenceModel(nnx.Module):
         """The model's hyperparameters with their defaults (``config.model`` minus ``name``)."""
         raise NotImplementedError
 
+    @classmethod
+    def tiny_config(cls) -> dict[str, Any]:
+        """Overrides of :meth:`default_config` for a model small enough for the contract tests.
+
+        ``tests/test_contract.py`` builds every registered model with these fields and checks
+        the carry contract on segments of 4 tokens, 3 segments per window: keep widths in the
+        tens, dropout on (the tests switch it with ``train``), and any memory long enough to
+        cover 12 tokens so that :attr:`segments_compose` holds.
+        """
+        raise NotImplementedError(f"{cls.__name__} declares no tiny_config()")
+
+    #: One call over ``K·S`` tokens equals ``K`` calls of ``S`` tokens threading the carry
+    #: (without dropout, at :meth:`tiny_config`). False where segmentation is part of the
+    #: model: a Transformer that sees one segment, RMT's memory tokens per segment.
+    segments_compose: ClassVar[bool] = True
+
     def init_carry(self, batch_size: int) -> Carry:
         """The state before the first token of a stream."""
         raise NotImplementedError

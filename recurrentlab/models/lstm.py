@@ -478,6 +478,10 @@ class LSTM(SequenceModel):
     carry_gradient_modes = ("rtrl", "snap1")  # train.carry_gradient (see the module docstring)
 
     @classmethod
+    def tiny_config(cls) -> dict:
+        return dict(embed_dim=8, hidden_dim=12, num_layers=2, ar_alpha=1.0, tar_beta=1.0)
+
+    @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
         c = ml_collections.ConfigDict()
         c.embed_dim = 400  # e: embedding size (= last layer's size when tied)

@@ -271,6 +271,10 @@ class NTM(SequenceModel):
     """Neural Turing Machine language model; see the module docstring for equations and choices."""
 
     @classmethod
+    def tiny_config(cls) -> dict:
+        return dict(controller_size=12, memory_slots=6, memory_width=4, embed_dim=8)
+
+    @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
         c = ml_collections.ConfigDict()
         c.controller_size = 100  # LSTM controller units (Collier & Beel: 100)

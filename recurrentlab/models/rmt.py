@@ -104,6 +104,13 @@ class RMTCarry(NamedTuple):
 class RMT(SequenceModel):
     """Recurrent Memory Transformer; see the module docstring."""
 
+    segments_compose = False  # memory tokens are read and written once per segment
+
+    @classmethod
+    def tiny_config(cls) -> dict:
+        return dict(backbone="transformer", num_layers=1, d_model=16, num_heads=2, d_ff=32,
+                    num_mem_tokens=2, max_len=16)
+
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
         c = ml_collections.ConfigDict()

@@ -314,6 +314,10 @@ class Block(nnx.Module):
         self.ln_ff = _layer_norm(d, rngs)
         self.ln_xff = _layer_norm(d, rngs)
         self.boom = Boom(d, d_ff, init_std=init_std, rngs=rngs)
+    @classmethod
+    def tiny_config(cls) -> dict:
+        return dict(num_layers=2, d_model=16, d_ff=32, mem_len=16, attn_layers=(0,))
+
 
 
 @register_model("sha_rnn")

@@ -85,6 +85,12 @@ class Block(nnx.Module):
         h = h + dropout(self.out(merge_heads(o)), dropout_rate, keys())
         m = self.fc2(dropout(jax.nn.gelu(self.fc1(self.ln_mlp(h))), dropout_rate, keys()))
         return h + dropout(m, dropout_rate, keys())
+    segments_compose = False  # sees one segment: a call over K segments sees across them
+
+    @classmethod
+    def tiny_config(cls) -> dict:
+        return dict(num_layers=1, d_model=16, num_heads=2, d_ff=32, max_len=16)
+
 
 
 @register_model("transformer")

@@ -221,6 +221,10 @@ class TransformerXL(SequenceModel):
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
+    @classmethod
+    def tiny_config(cls) -> dict:
+        return dict(num_layers=1, d_model=16, num_heads=2, d_ff=32, mem_len=16)
+
         c = ml_collections.ConfigDict()
         c.num_layers = 12  # decoder layers
         c.d_model = 512  # residual width
