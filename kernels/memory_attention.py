@@ -67,7 +67,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jaxtyping import Array, Float, Int
 
-from recurrentlab.ops.attention import MaskSpec
+from recurrentlab.ops.attention import MaskSpec, dropout_threshold, head_seed, keep_bits
 
 _MASK = -0.7 * float(np.finfo(np.float32).max)  # finite "-inf": keeps max/exp NaN-free
 _LOG2E = math.log2(math.e)
@@ -105,6 +105,7 @@ class _Static:
     interpret: bool
     num_warps: int | None
     num_stages: int
+    dropout: float = 0.0  # attention-probability dropout rate (0: none)
 
 
 # ----------------------------------------------------------------------------- mask helpers
@@ -154,6 +155,17 @@ def _first_query_block_for(ik, st: _Static):
     return first
 
 
+def _stream(seed_ref):
+    """[1, 1] uint32: the dropout stream of this program's (b, h) (grid axis 0 is b * h + h)."""
+    return head_seed(seed_ref[...], pl.program_id(0).astype(jnp.uint32))
+
+
+def _keep(stream, rows, cols, st: _Static):
+    """Bool[bq, bk]: the dropout mask of this (b, h) tile, regenerated from the hash."""
+    bits = keep_bits(stream, rows.astype(jnp.uint32), cols.astype(jnp.uint32))
+    return bits >= jnp.uint32(dropout_threshold(st.dropout))
+
+
 def _dot_nt(a, b):
     """a [m, k] · b [n, k]ᵀ -> f32 [m, n]."""
     return lax.dot_general(a, b, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
@@ -175,8 +187,9 @@ def _tile_iota(st: _Static, dim: int):
 # ---------------------------------------------------------------------------------- kernels
 
 
-def _fwd_kernel(q_ref, k_ref, v_ref, kvalid_ref, o_ref, lse_ref, *, st: _Static):
+def _fwd_kernel(q_ref, k_ref, v_ref, kvalid_ref, seed_ref, o_ref, lse_ref, *, st: _Static):
     iq = pl.program_id(1)
+    stream = _stream(seed_ref) if st.dropout else None
     bq, bk = st.block_q, st.block_k
     num_k_blocks = k_ref.shape[0] // bk
     c = st.scale * _LOG2E
@@ -195,6 +208,8 @@ def _fwd_kernel(q_ref, k_ref, v_ref, kvalid_ref, o_ref, lse_ref, *, st: _Static)
         corr = jnp.exp2(m - m_new)
         p = jnp.where(vis, jnp.exp2(x - m_new), 0.0)
         s = s * corr + jnp.sum(p, axis=1, keepdims=True)
+        if st.dropout:  # the normaliser s sums the kept and the dropped probabilities
+            p = jnp.where(_keep(stream, rows, cols0 + start, st), p / (1.0 - st.dropout), 0.0)
         acc = acc * corr + _dot(p.astype(v.dtype), v)
         return acc, m_new, s
 
@@ -210,8 +225,10 @@ def _fwd_kernel(q_ref, k_ref, v_ref, kvalid_ref, o_ref, lse_ref, *, st: _Static)
     lse_ref[...] = jnp.where(seen, m + jnp.log2(s_safe), 0.0)
 
 
-def _dq_kernel(q_ref, k_ref, v_ref, kvalid_ref, do_ref, lse_ref, delta_ref, dq_ref, *, st):
+def _dq_kernel(q_ref, k_ref, v_ref, kvalid_ref, seed_ref, do_ref, lse_ref, delta_ref, dq_ref, *,
+               st):
     iq = pl.program_id(1)
+    stream = _stream(seed_ref) if st.dropout else None
     bq, bk = st.block_q, st.block_k
     num_k_blocks = k_ref.shape[0] // bk
     c = st.scale * _LOG2E
@@ -228,7 +245,11 @@ def _dq_kernel(q_ref, k_ref, v_ref, kvalid_ref, do_ref, lse_ref, delta_ref, dq_r
         v = v_ref[pl.ds(start, bk), :]
         vis = _visible(rows, cols0 + start, kvalid_ref[:, pl.ds(start, bk)], st)
         p = jnp.where(vis, jnp.exp2(_dot_nt(q, k) * c - lse), 0.0)
-        ds = p * (_dot_nt(do, v) - delta)
+        dp = _dot_nt(do, v)
+        if st.dropout:
+            keep = _keep(stream, rows, cols0 + start, st)
+            dp = jnp.where(keep, dp / (1.0 - st.dropout), 0.0)
+        ds = p * (dp - delta)
         return dq + _dot(ds.astype(k.dtype), k)
 
     dq = jnp.zeros(q_ref.shape, jnp.float32)
@@ -237,9 +258,10 @@ def _dq_kernel(q_ref, k_ref, v_ref, kvalid_ref, do_ref, lse_ref, delta_ref, dq_r
 
 
 def _dkv_kernel(
-    q_ref, k_ref, v_ref, kvalid_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, st
+    q_ref, k_ref, v_ref, kvalid_ref, seed_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, st
 ):
     ik = pl.program_id(1)
+    stream = _stream(seed_ref) if st.dropout else None
     bq, bk = st.block_q, st.block_k
     num_q_blocks = q_ref.shape[0] // bq
     c = st.scale * _LOG2E
@@ -258,8 +280,14 @@ def _dkv_kernel(
         delta = delta_ref[pl.ds(start, bq), :]
         vis = _visible(rows0 + start, cols, kvalid, st)
         p = jnp.where(vis, jnp.exp2(_dot_nt(q, k) * c - lse), 0.0)
-        dv = dv + _dot_tn(p.astype(do.dtype), do)
-        ds = p * (_dot_nt(do, v) - delta)
+        dp = _dot_nt(do, v)
+        if st.dropout:
+            keep = _keep(stream, rows0 + start, cols, st)
+            dv = dv + _dot_tn(jnp.where(keep, p / (1.0 - st.dropout), 0.0).astype(do.dtype), do)
+            dp = jnp.where(keep, dp / (1.0 - st.dropout), 0.0)
+        else:
+            dv = dv + _dot_tn(p.astype(do.dtype), do)
+        ds = p * (dp - delta)
         dk = dk + _dot_tn(ds.astype(q.dtype), q)
         return dk, dv
 
@@ -296,7 +324,10 @@ def _row_specs(st: _Static, tp: int, lp: int, d: int, e: int):
     return full_q, full_k, full_v, full_kvalid
 
 
-def _forward(st: _Static, q, k, v, kvalid):
+_SEED_SPEC = pl.BlockSpec((1, 1), lambda bh, i: (0, 0))  # uint32 [1, 1]: the dropout seed
+
+
+def _forward(st: _Static, q, k, v, kvalid, seed):
     bh, tp, d = q.shape
     lp, e = k.shape[1], v.shape[2]
     _, full_k, full_v, full_kvalid = _row_specs(st, tp, lp, d, e)
@@ -308,6 +339,7 @@ def _forward(st: _Static, q, k, v, kvalid):
             full_k,
             full_v,
             full_kvalid,
+            _SEED_SPEC,
         ],
         out_specs=[
             pl.BlockSpec((None, st.block_q, e), lambda b, i: (b, i, 0)),
@@ -320,10 +352,10 @@ def _forward(st: _Static, q, k, v, kvalid):
         compiler_params=_compiler_params(st),
         interpret=st.interpret,
         name="memory_attention_fwd",
-    )(q, k, v, kvalid)
+    )(q, k, v, kvalid, seed)
 
 
-def _backward(st: _Static, q, k, v, kvalid, o, lse, do):
+def _backward(st: _Static, q, k, v, kvalid, seed, o, lse, do):
     bh, tp, d = q.shape
     lp, e = k.shape[1], v.shape[2]
     delta = jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1, keepdims=True)
@@ -340,6 +372,7 @@ def _backward(st: _Static, q, k, v, kvalid, o, lse, do):
             full_k,
             full_v,
             full_kvalid,
+            _SEED_SPEC,
             pl.BlockSpec((None, st.block_q, e), lambda b, i: (b, i, 0)),
             row_block,
             row_block,
@@ -349,7 +382,7 @@ def _backward(st: _Static, q, k, v, kvalid, o, lse, do):
         compiler_params=_compiler_params(st),
         interpret=st.interpret,
         name="memory_attention_bwd_dq",
-    )(q, k, v, kvalid, do, lse, delta)
+    )(q, k, v, kvalid, seed, do, lse, delta)
     k_block = pl.BlockSpec((None, st.block_k, d), lambda b, j: (b, j, 0))
     v_block = pl.BlockSpec((None, st.block_k, e), lambda b, j: (b, j, 0))
     dk, dv = pl.pallas_call(
@@ -360,6 +393,7 @@ def _backward(st: _Static, q, k, v, kvalid, o, lse, do):
             k_block,
             v_block,
             pl.BlockSpec((None, 1, st.block_k), lambda b, j: (lax.div(b, st.heads), 0, j)),
+            _SEED_SPEC,
             full_do,
             full_row,
             full_row,
@@ -372,24 +406,25 @@ def _backward(st: _Static, q, k, v, kvalid, o, lse, do):
         compiler_params=_compiler_params(st),
         interpret=st.interpret,
         name="memory_attention_bwd_dkv",
-    )(q, k, v, kvalid, do, lse, delta)
+    )(q, k, v, kvalid, seed, do, lse, delta)
     return dq, dk, dv
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _flash(st: _Static, q, k, v, kvalid):
-    return _forward(st, q, k, v, kvalid)[0]
+def _flash(st: _Static, q, k, v, kvalid, seed):
+    return _forward(st, q, k, v, kvalid, seed)[0]
 
 
-def _flash_fwd(st: _Static, q, k, v, kvalid):
-    o, lse = _forward(st, q, k, v, kvalid)
-    return o, (q, k, v, kvalid, o, lse)
+def _flash_fwd(st: _Static, q, k, v, kvalid, seed):
+    o, lse = _forward(st, q, k, v, kvalid, seed)
+    return o, (q, k, v, kvalid, seed, o, lse)
 
 
 def _flash_bwd(st: _Static, res, do):
-    q, k, v, kvalid, o, lse = res
-    dq, dk, dv = _backward(st, q, k, v, kvalid, o, lse, do)
-    return dq, dk, dv, np.zeros(kvalid.shape, jax.dtypes.float0)
+    q, k, v, kvalid, seed, o, lse = res
+    dq, dk, dv = _backward(st, q, k, v, kvalid, seed, o, lse, do)
+    return (dq, dk, dv, np.zeros(kvalid.shape, jax.dtypes.float0),
+            np.zeros(seed.shape, jax.dtypes.float0))
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)
@@ -429,6 +464,8 @@ def attention(
     spec: MaskSpec = _CAUSAL,
     scale: float | None = None,
     kv_start: Int[Array, " b"] | None = None,
+    dropout: float = 0.0,
+    seed: jax.Array | None = None,
     interpret: bool = False,
     block_q: int | None = None,
     block_k: int | None = None,
@@ -441,6 +478,9 @@ def attention(
     default 64 for feature widths up to 128, 32 up to 256, 16 beyond, so the q tile and the
     f32 accumulator of a wide single head, e.g. SHA-RNN's d = 1024, stay in registers /
     shared memory; 128 on TPU); ``num_warps`` / ``num_stages`` go to the Triton compiler.
+    ``dropout`` with a uint32 ``seed``: attention-probability dropout with the hash mask of
+    ``recurrentlab.ops.attention`` (the same mask as the reference for the same seed),
+    regenerated per tile in the forward and both backward kernels.
     Differentiable in q, k, v through a Pallas backward (``jax.custom_vjp``).
     """
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
@@ -458,7 +498,10 @@ def attention(
     dp, ep = _feature_pad(d), _feature_pad(e)
     if num_warps is None:
         num_warps = 4 if max(dp, ep) <= 64 else 8
-    st = _Static(t, lk, h, spec, scale, bq, bk, bool(interpret), num_warps, num_stages)
+    rate = float(dropout) if (seed is not None and dropout > 0.0) else 0.0
+    st = _Static(t, lk, h, spec, scale, bq, bk, bool(interpret), num_warps, num_stages, rate)
+    seed = jnp.zeros((1, 1), jnp.uint32) if seed is None else (
+        jnp.asarray(seed, jnp.uint32).reshape(1, 1))
 
     keys = jnp.arange(lp)
     kvalid = jnp.broadcast_to(keys < lk, (b, lp))
@@ -470,5 +513,6 @@ def attention(
         x = jnp.pad(x, ((0, 0), (0, 0), (0, npad - n), (0, fpad - f)))
         return x.reshape(b * h, npad, fpad)
 
-    out = _flash(st, prep(q, t, tp, d, dp), prep(k, lk, lp, d, dp), prep(v, lk, lp, e, ep), kvalid)
+    out = _flash(st, prep(q, t, tp, d, dp), prep(k, lk, lp, d, dp), prep(v, lk, lp, e, ep), kvalid,
+                 seed)
     return out.reshape(b, h, tp, ep)[:, :, :t, :e]

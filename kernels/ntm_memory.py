@@ -7,6 +7,7 @@ pays per step inside ``lax.scan``. Equations (per head; see the reference's docs
     K_i  = k . M_i / (||k|| ||M_i|| + eps),  ||x|| = sqrt(max(sum x^2, eps^2))
     w^c  = softmax_i(beta K_i);  w^g = g w^c + (1 - g) w_{t-1}
     w~   = sum_{d=-r..r} s_d roll(w^g, d)               (roll(w, d)_i = w_{(i - d) mod n})
+         = sum_d s_d (g softmax-numerator(beta K(k, roll(M, d))) / Z + (1 - g) roll(w_{t-1}, d))
     w    = softmax_i(gamma log max(w~_i, tiny))         (= w~^gamma / sum w~^gamma)
     r    = sum_i w_i M_i                                (reads use M_{t-1})
     M_t  = M_{t-1} o (1 - w e^T) + w a^T                (write heads in order)
@@ -19,12 +20,16 @@ all heads, so memory is read from HBM once and written once per step. Read and w
 share the addressing math, so the wrapper stacks them (h = hr + hw: read heads first) and the
 kernel addresses all of them at once. Per-head scalars (beta, g, gamma) travel as [b, h, 1]
 so every block's last two dimensions are whole array dimensions (legal under Mosaic TPU's
-(8, 128) rule and Triton's). The circular shift is a matmul of the flattened [bb*h, n]
-weightings with the 2r+1 permutation matrices P_d (built in-kernel from iotas), since value
-slicing / ``roll`` does not lower on every backend. It costs (2r+1) bb h n^2 flops and an
-[n, n] tile per shift: nothing at the copy task's n = 128 (16 K elements), but 2^20 elements at
-n = 1024, where a GPU compile will spill (the next step there: a shared-memory round trip of
-w^g read back at shifted offsets, or ``pltpu.roll`` on TPU). The content dots k . M_i and the
+(8, 128) rule and Triton's). The circular shift reads shifted copies instead of moving the
+weighting: value slicing / ``roll`` does not lower under Triton, so the wrapper passes the
+memory and the previous weightings rolled by each shift d != 0 (``jnp.roll`` over the n real
+slots, in XLA, before padding), and the kernel evaluates the shifted gated weighting directly,
+``roll(w^g, d) = g exp(beta K(k, roll(M, d)) - mx) / Z + (1 - g) roll(w_{t-1}, d)``, with the
+softmax's max ``mx`` and sum ``Z`` taken once from the unshifted scores (a shift permutes
+the slots, so both are shift-invariant). Memory per head is O(n m) -- 2r+1 copies of the
+block's slots, no [n, n] tile -- and the content dots cost 2r+1 times the unshifted ones
+(3x for the usual r = 1). Gradients of the rolled copies flow back through the wrapper's
+``jnp.roll``. The content dots k . M_i and the
 reads sum_i w_i M_i are 2-D matmuls of the block's [bb*h, m] keys against its [bb*n, m] slots
 (and of the block-diagonal [bb*h, bb*n] weightings against the slots), masked to same-batch
 pairs: bb times the flops on tensor cores / MXU, instead of [bb, h, n, m] broadcast products.
@@ -136,37 +141,40 @@ def _per_batch_dot(w, y):
                            ).reshape(bb, h, m)
 
 
-def _permutation(st: _Static, d: int):
-    """P_d [n_pad, n_pad] with (w P_d)_i = w_{(i - d) mod n} on the real slots."""
-    n = st.n
-    dd = d % n
-    j = lax.broadcasted_iota(jnp.int32, (st.n_pad, st.n_pad), 0)
-    i = lax.broadcasted_iota(jnp.int32, (st.n_pad, st.n_pad), 1)
-    hit = ((i - j == dd) | (i - j == dd - n)) & (i < n) & (j < n)
-    return hit.astype(jnp.float32)
-
-
-def _address(st: _Static, memory, mem_norm, slot_ok, prev_w, key, beta, gate, shift, gamma):
-    """Weightings [bb, h, n_pad] of every head (content, gate, shift, sharpen)."""
-    bb, h, _ = prev_w.shape
+def _scores(st: _Static, memory, key, beta, slot_ok):
+    """beta K(k, M_i) [bb, h, n_pad] for every head and slot, padded slots masked."""
+    bb = memory.shape[0]
     dot = _per_batch_dot_nt(key, memory)  # [bb, h, n]
     key_norm = jnp.sqrt(jnp.maximum(jnp.sum(key * key, axis=-1, keepdims=True), EPS * EPS))
-    cosine = dot / (key_norm * mem_norm + EPS)
-    w_c = _masked_softmax(beta * cosine, slot_ok)
-    w_g = gate * w_c + (1.0 - gate) * prev_w
-    flat = w_g.reshape(bb * h, st.n_pad)
-    w_s = jnp.zeros_like(w_g)
-    for j in range(2 * st.radius + 1):
-        rolled = lax.dot_general(
-            flat, _permutation(st, j - st.radius), (((1,), (0,)), ((), ())),
-            preferred_element_type=jnp.float32,
-        ).reshape(bb, h, st.n_pad)
-        w_s = w_s + _column(shift, j) * rolled
+    mem_norm = jnp.sqrt(jnp.maximum(jnp.sum(memory * memory, axis=-1), EPS * EPS))
+    cosine = dot / (key_norm * mem_norm.reshape(bb, 1, st.n_pad) + EPS)
+    return jnp.where(slot_ok, beta * cosine, _MASK)
+
+
+def _address(st: _Static, memory, slot_ok, prev_w, key, beta, gate, shift, gamma, rolled):
+    """Weightings [bb, h, n_pad] of every head (content, gate, shift, sharpen).
+
+    ``rolled`` holds, for each shift d != 0 in -r..r order, the memory rolled by d, then the
+    previous weightings rolled by d. The shifted gated weighting is evaluated from them (see
+    the module docstring), so no weighting is ever moved inside the kernel.
+    """
+    shifts = [d for d in range(-st.radius, st.radius + 1) if d]
+    mem_of = dict(zip(shifts, rolled[: len(shifts)], strict=True))
+    prev_of = dict(zip(shifts, rolled[len(shifts):], strict=True))
+    mem_of[0], prev_of[0] = memory, prev_w
+    z = _scores(st, memory, key, beta, slot_ok)
+    peak = jnp.max(z, axis=-1, keepdims=True)
+    total = jnp.sum(jnp.where(slot_ok, jnp.exp(z - peak), 0.0), axis=-1, keepdims=True)
+    w_s = jnp.zeros_like(prev_w)
+    for j, d in enumerate(range(-st.radius, st.radius + 1)):
+        z_d = z if d == 0 else _scores(st, mem_of[d], key, beta, slot_ok)
+        w_c = jnp.where(slot_ok, jnp.exp(z_d - peak), 0.0) / total  # roll(w^c, d)
+        w_s = w_s + _column(shift, j) * (gate * w_c + (1.0 - gate) * prev_of[d])
     tiny = float(jnp.finfo(jnp.float32).tiny)
     return _masked_softmax(gamma * jnp.log(jnp.maximum(w_s, tiny)), slot_ok)
 
 
-def _step_math(st: _Static, memory, prev_w, key, beta, gate, shift, gamma, erase, add):
+def _step_math(st: _Static, memory, prev_w, key, beta, gate, shift, gamma, erase, add, *rolled):
     """The fused step on one batch block (batch axis first; heads = read heads, then write).
 
     Returns the new memory, the weightings of all heads and the reads of all heads (the
@@ -175,9 +183,7 @@ def _step_math(st: _Static, memory, prev_w, key, beta, gate, shift, gamma, erase
     bb = memory.shape[0]
     slot = lax.broadcasted_iota(jnp.int32, (bb, 1, st.n_pad), 2)
     slot_ok = slot < st.n
-    mem_norm = jnp.sqrt(jnp.maximum(jnp.sum(memory * memory, axis=-1), EPS * EPS))
-    mem_norm = mem_norm.reshape(bb, 1, st.n_pad)
-    w = _address(st, memory, mem_norm, slot_ok, prev_w, key, beta, gate, shift, gamma)
+    w = _address(st, memory, slot_ok, prev_w, key, beta, gate, shift, gamma, rolled)
     reads = _per_batch_dot(w, memory)  # [bb, h, m]; reads see M_{t-1}
     new_memory = memory
     for i in range(st.write_heads):  # write heads in order
@@ -191,15 +197,20 @@ def _step_math(st: _Static, memory, prev_w, key, beta, gate, shift, gamma, erase
 # ---------------------------------------------------------------------------------- kernels
 
 
+def _num_inputs(st: _Static) -> int:
+    return 9 + 4 * st.radius  # the step's inputs, then memory and weightings per shift d != 0
+
+
 def _fwd_kernel(*refs, st: _Static):
-    in_refs, out_refs = refs[:9], refs[9:]
+    in_refs, out_refs = refs[:_num_inputs(st)], refs[_num_inputs(st):]
     outs = _step_math(st, *(r[...] for r in in_refs))
     for ref, val in zip(out_refs, outs, strict=True):
         ref[...] = val.astype(ref.dtype)
 
 
 def _bwd_kernel(*refs, st: _Static):
-    in_refs, ct_refs, grad_refs = refs[:9], refs[9:12], refs[12:]
+    k = _num_inputs(st)
+    in_refs, ct_refs, grad_refs = refs[:k], refs[k:k + 3], refs[k + 3:]
     _, vjp = jax.vjp(functools.partial(_step_math, st), *(r[...] for r in in_refs))
     grads = vjp(tuple(r[...] for r in ct_refs))
     for ref, val in zip(grad_refs, grads, strict=True):
@@ -332,6 +343,17 @@ def memory_step(
         heads(rh.gamma[..., None], wh.gamma[..., None], 1),
         pad(wh.erase, b_pad, hw_pad, m_pad),
         pad(wh.add, b_pad, hw_pad, m_pad),
+    )
+    # Shifted reads: the memory and the previous weightings rolled over the n real slots by
+    # every shift d != 0 (before padding, so the roll is mod n), for the kernel's shift.
+    prev_all = jnp.concatenate([jnp.asarray(prev_read_w, jnp.float32),
+                                jnp.asarray(prev_write_w, jnp.float32)], 1)
+    shifts = [d for d in range(-(width // 2), width // 2 + 1) if d]
+    inputs = (
+        *inputs,
+        *(pad(jnp.roll(jnp.asarray(memory, jnp.float32), d, 1), b_pad, n_pad, m_pad)
+          for d in shifts),
+        *(pad(jnp.roll(prev_all, d, 2), b_pad, h, n_pad) for d in shifts),
     )
     new_memory, w, reads = _fused(st, *inputs)
     return (  # computed in float32, returned in the carry's dtypes

@@ -125,9 +125,11 @@ def test_dispatch_through_ops_attention():
 
 
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])
-def test_kernels_lower_for_gpu_and_tpu(monkeypatch, platform):
+@pytest.mark.parametrize("rate", [0.0, 0.1])
+def test_kernels_lower_for_gpu_and_tpu(monkeypatch, platform, rate):
     """Without the hardware: forward and both backward kernels lower through Pallas' Triton
-    (GPU) and Mosaic TPU rules with that platform's layout (block rules, power-of-two sizes)."""
+    (GPU) and Mosaic TPU rules with that platform's layout (block rules, power-of-two sizes),
+    with and without the in-kernel dropout hash."""
     if platform == "cuda":
         pytest.importorskip("jax.experimental.pallas.triton")
     monkeypatch.setattr(ma, "_platform", lambda: "gpu" if platform == "cuda" else "tpu")
@@ -137,7 +139,8 @@ def test_kernels_lower_for_gpu_and_tpu(monkeypatch, platform):
     kv = jax.ShapeDtypeStruct((2,), jnp.int32)
 
     def grads(q, k, v, kv_start):
-        out = lambda q, k, v: ma.attention(q, k, v, spec=spec, kv_start=kv_start)
+        out = lambda q, k, v: ma.attention(q, k, v, spec=spec, kv_start=kv_start, dropout=rate,
+                                           seed=jnp.uint32(5))
         return jax.grad(lambda *a: jnp.sum(out(*a).astype(jnp.float32)), (0, 1, 2))(q, k, v)
 
     target = "__gpu$xla.gpu.triton" if platform == "cuda" else "tpu_custom_call"
@@ -181,3 +184,112 @@ def test_compiled_kernel_bfloat16():
     out_ref = attention_reference(q, k, v)
     out_ker = jax.jit(ma.attention)(q, k, v)
     _check(out_ker.astype(jnp.float32), out_ref.astype(jnp.float32), 3e-2)
+
+
+# ----------------------------------------------------------- dropout, refusals, fallbacks
+
+import warnings  # noqa: E402
+
+from recurrentlab.errors import ConfigError  # noqa: E402
+from recurrentlab.ops import dispatch  # noqa: E402
+from recurrentlab.ops.attention import dropout_keep, dropout_seed  # noqa: E402
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_dropout_in_kernel_matches_reference_with_the_same_mask(rate):
+    """Probability dropout regenerated per tile (forward, dq, dk/dv) equals the reference."""
+    q, k, v, w = _inputs(2, 2, 11, 27, 8, 4)
+    seed = jnp.uint32(987654321)
+    spec, kv = MaskSpec(prefix=2), jnp.array([0, 5], jnp.int32)
+    ref = functools.partial(attention_reference, spec=spec, kv_start=kv, dropout=rate, seed=seed)
+    ker = functools.partial(ma.attention, spec=spec, kv_start=kv, dropout=rate, seed=seed,
+                            interpret=True, block_q=16, block_k=16)
+    out_ref, g_ref = jax.jit(functools.partial(_value_and_grads, ref))(q, k, v, w)
+    out_ker, g_ker = jax.jit(functools.partial(_value_and_grads, ker))(q, k, v, w)
+    _check(out_ker, out_ref, 2e-5)
+    for gk, gr in zip(g_ker, g_ref, strict=True):
+        _check(gk, gr, 2e-5)
+    plain = attention_reference(q, k, v, spec=spec, kv_start=kv)
+    assert not np.allclose(out_ker, plain, atol=1e-3)  # the mask does something
+
+
+def test_dropout_mask_rate_and_independence():
+    """The hash mask keeps about 1 - p of the pairs, differs across seeds and heads."""
+    keep = np.asarray(dropout_keep(jnp.uint32(7), (2, 3, 64, 64), 0.25))
+    assert abs(keep.mean() - 0.75) < 0.01
+    assert (keep[0, 0] != keep[0, 1]).mean() > 0.3 and (keep[0, 0] != keep[1, 0]).mean() > 0.3
+    other = np.asarray(dropout_keep(jnp.uint32(8), (2, 3, 64, 64), 0.25))
+    assert (keep != other).mean() > 0.3
+
+
+def test_op_dropout_needs_a_key_and_agrees_across_impls():
+    q, k, v, _ = _inputs(1, 2, 6, 14, 4, 4)
+    key = jax.random.key(3)
+    xla = attention(q, k, v, dropout=0.3, key=key, impl="xla")
+    ker = attention(q, k, v, dropout=0.3, key=key, impl="interpret")
+    np.testing.assert_allclose(ker, xla, atol=1e-5)
+    want = attention_reference(q, k, v, dropout=0.3, seed=dropout_seed(key))
+    np.testing.assert_allclose(xla, want, atol=1e-6)
+    np.testing.assert_array_equal(attention(q, k, v, dropout=0.3, impl="xla"),
+                                  attention_reference(q, k, v))  # no key: no dropout
+
+
+@pytest.fixture
+def fresh_dispatch(monkeypatch):
+    """Forget what dispatch has already said and compiled; returns a setter for the platform."""
+    monkeypatch.setattr(dispatch, "_SAID", set())
+    monkeypatch.setattr(dispatch, "_COMPILES", {})
+    return lambda platform: monkeypatch.setattr(dispatch, "_platform", lambda: platform)
+
+
+def test_bias_takes_the_reference_once_and_pallas_refuses(fresh_dispatch):
+    q, k, v, _ = _inputs(1, 1, 5, 9, 4, 4)
+    bias = jax.random.normal(jax.random.key(1), (1, 1, 5, 9))
+    want = attention_reference(q, k, v, bias=bias)
+    with pytest.warns(RuntimeWarning, match="bias") as said:
+        for _ in range(3):
+            with dispatch.record() as routes:
+                got = attention(q, k, v, bias=bias, impl="interpret")
+            np.testing.assert_allclose(got, want, atol=1e-6)
+            assert [r.path for r in routes] == ["reference"]
+    assert len([w for w in said if "attention" in str(w.message)]) == 1  # said once
+    fresh_dispatch("gpu")
+    with pytest.raises(ConfigError, match="impl='pallas' cannot run this call.*bias") as err:
+        attention(q, k, v, bias=bias, impl="pallas")
+    assert "\n" not in str(err.value)
+
+
+def test_auto_falls_back_when_the_kernel_fails_to_compile(fresh_dispatch):
+    """A platform where Pallas compiles (faked on CPU, where the compiled kernel does not
+    lower): auto gives the reference's values with one warning naming op and shapes; pallas
+    raises."""
+    fresh_dispatch("gpu")
+    q, k, v, _ = _inputs(1, 1, 5, 9, 4, 4)
+    want = attention_reference(q, k, v)
+    with pytest.warns(RuntimeWarning) as said:
+        for _ in range(2):
+            got = jax.jit(lambda q, k, v: attention(q, k, v, impl="auto"))(q, k, v)
+            np.testing.assert_allclose(got, want, atol=1e-6)
+    lines = [str(w.message) for w in said if "attention" in str(w.message)]
+    assert len(lines) == 1 and "1x1x5x4" in lines[0] and "\n" not in lines[0]
+    with pytest.raises(Exception):  # noqa: B017 -- whatever the platform's compiler raises
+        jax.jit(lambda q, k, v: attention(q, k, v, impl="pallas"))(q, k, v).block_until_ready()
+
+
+def test_auto_falls_back_when_the_kernel_raises_at_trace_time(fresh_dispatch, monkeypatch):
+    fresh_dispatch("gpu")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("forced lowering error")
+
+    monkeypatch.setattr(ma, "attention", broken)
+    q, k, v, _ = _inputs(2, 1, 4, 6, 4, 4)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        got = jax.grad(lambda q: jnp.sum(attention(q, k, v, impl="auto")))(q)
+    want = jax.grad(lambda q: jnp.sum(attention_reference(q, k, v)))(q)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    lines = [str(w.message) for w in said]
+    assert len(lines) == 1 and "forced lowering error" in lines[0] and "2x1x4x4" in lines[0]
+    with pytest.raises(RuntimeError, match="forced lowering error"):
+        attention(q, k, v, impl="pallas")

@@ -3,7 +3,8 @@
 Values and gradients w.r.t. every input (memory, previous weightings, every head output) over
 small shapes: several read/write heads (write order matters), batch not a multiple of the
 batch block, slots padded inside the kernel, a one-slot memory, a wide shift; NaN-safety with
-an all-zero memory; the kernel inside ``lax.scan`` with gradients through the steps.
+an all-zero memory; the kernel inside ``lax.scan`` with gradients through the steps; real slot
+counts (N = 1024 and 4096: the shift reads rolled copies, no [N, N] tile) and their lowering.
 Accelerator tests run the NTM's full-size shapes compiled on a GPU/TPU and skip on CPU.
 """
 
@@ -126,14 +127,31 @@ def test_inside_scan_with_gradients_and_dispatch():
     _check(got, want)
 
 
+@pytest.mark.parametrize("n", [1024, 4096])
+def test_kernel_at_real_slot_counts(n):
+    """N >= 1024 in interpret mode: values and gradients equal the reference."""
+    _compare((1, n, 4, 1, 1, 3), tol=5e-5)
+
+
+def test_kernel_has_no_slot_by_slot_tile():
+    """Memory per head is O(N M): no array in the kernels' jaxprs has two N-sized axes."""
+    n = 1024
+    args = _inputs(2, n, 4, 1, 1, 3)
+    jaxpr = jax.make_jaxpr(jax.grad(lambda *a: sum(jnp.sum(o) for o in kn.memory_step(
+        *a, interpret=True)), argnums=tuple(range(5))))(*args)
+    text = str(jaxpr)
+    assert f"{n},{n}]" not in text.replace(" ", "") and f"{n}, {n}]" not in text
+
+
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])
-def test_kernels_lower_for_gpu_and_tpu(monkeypatch, platform):
+@pytest.mark.parametrize("n, m", [(128, 20), (1024, 64)])
+def test_kernels_lower_for_gpu_and_tpu(monkeypatch, platform, n, m):
     """Without the hardware: forward and backward kernels lower through Pallas' Triton (GPU)
-    and Mosaic TPU rules, at the NTM's full size, with that platform's layout."""
+    and Mosaic TPU rules, at the NTM's full sizes, with that platform's layout."""
     if platform == "cuda":
         pytest.importorskip("jax.experimental.pallas.triton")
     monkeypatch.setattr(kn, "_platform", lambda: "gpu" if platform == "cuda" else "tpu")
-    args = jax.eval_shape(lambda: _inputs(32, 128, 20, 2, 1, 3))
+    args = jax.eval_shape(lambda: _inputs(32, n, m, 2, 1, 3))
 
     def value_and_grads(*args):
         return jax.value_and_grad(

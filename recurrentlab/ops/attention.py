@@ -14,7 +14,13 @@ Mask (``MaskSpec``), with ``offset = l - t`` keys before the first query::
         or i >= t - suffix                       # rows that see every key (RMT write memory)
     )
 
-    out_i = sum_j softmax_j(scale * q_i . k_j  [visible]) v_j
+    out_i = sum_j softmax_j(scale * q_i . k_j + bias_ij  [visible]) z_ij v_j / (1 - p)
+
+Attention-probability dropout (rate p, ``dropout`` with a ``key``) keeps the pair (i, j) of
+head ``hd`` of batch row ``bi`` when ``keep_bits(seed, bi * h + hd, i, j) >= p 2^32``, with
+``seed`` 32 random bits drawn from ``key``: a counter-based hash (the murmur3 finaliser), so a
+kernel regenerates the same mask tile by tile, in its forward and backward, without storing it;
+the reference builds the same [b, h, t, l] mask. ``z_ij`` is 1 for a kept pair, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
-from recurrentlab.ops.dispatch import resolve_impl
+from recurrentlab.ops import dispatch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +64,51 @@ def attention_mask(
     return visible
 
 
+def _fmix32(x):
+    """murmur3's 32-bit finaliser: a bijection of uint32 with full avalanche."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def head_seed(seed, head):
+    """The per-(batch row, head) stream: ``head`` is ``batch_row * heads + head`` (uint32)."""
+    return _fmix32(seed ^ (head * jnp.uint32(0x9E3779B1)))
+
+
+def keep_bits(stream, rows, cols):
+    """uint32 hash of (stream, row, key) -- all uint32, broadcast together.
+
+    ``stream`` is :func:`head_seed`. Kernels evaluate it on (row, key) tiles; the reference
+    on the whole [b, h, t, l] grid, so both draw the same dropout mask.
+    """
+    x = _fmix32(stream ^ (rows * jnp.uint32(0x85EBCA77)))
+    return _fmix32(x ^ (cols * jnp.uint32(0xC2B2AE3D)))
+
+
+def dropout_threshold(rate: float) -> int:
+    """A pair is kept when its bits are >= this (``rate * 2^32``, clipped to uint32)."""
+    return min(int(round(rate * 2.0**32)), 2**32 - 1)
+
+
+def dropout_seed(key: jax.Array) -> jax.Array:
+    """The uint32 seed of the mask, drawn from a JAX PRNG key."""
+    return jax.random.bits(key, (), jnp.uint32)
+
+
+def dropout_keep(seed: jax.Array, shape: tuple[int, int, int, int], rate: float) -> jax.Array:
+    """Bool[b, h, t, l]: the pairs attention-probability dropout keeps (see module doc)."""
+    b, h, t, l = shape  # noqa: E741
+    head = (jnp.arange(b, dtype=jnp.uint32)[:, None] * jnp.uint32(h)
+            + jnp.arange(h, dtype=jnp.uint32)[None, :])[:, :, None, None]
+    rows = jnp.arange(t, dtype=jnp.uint32)[:, None]
+    cols = jnp.arange(l, dtype=jnp.uint32)[None, :]
+    bits = keep_bits(head_seed(jnp.asarray(seed, jnp.uint32), head), rows, cols)
+    return bits >= jnp.uint32(dropout_threshold(rate))
+
+
 def attention_reference(
     q: Float[Array, "b h t d"],
     k: Float[Array, "b h l d"],
@@ -67,13 +118,20 @@ def attention_reference(
     scale: float | None = None,
     kv_start: Int[Array, " b"] | None = None,
     bias: Float[Array, "b h t l"] | None = None,
+    dropout: float = 0.0,
+    seed: jax.Array | None = None,
 ) -> Float[Array, "b h t e"]:
     """Plain-jnp attention; materialises the [t, l] scores. Rows with no visible key give 0.
 
     ``bias`` (broadcastable to [b, h, t, l]) is added to the scaled scores before the mask:
     Transformer-XL's positional term enters here; -inf entries hide keys beyond ``spec``.
+    With ``dropout > 0`` and a uint32 ``seed`` the probabilities are dropped out with the
+    hash mask of the module docstring and the kept ones scaled by ``1 / (1 - dropout)``.
     """
     probs = attention_probs(q, k, spec=spec, scale=scale, kv_start=kv_start, bias=bias)
+    if dropout > 0.0 and seed is not None:
+        keep = dropout_keep(seed, probs.shape, dropout)
+        probs = jnp.where(keep, probs / (1.0 - dropout), 0.0)
     return jnp.einsum("bhtl,bhle->bhte", probs.astype(v.dtype), v)
 
 
@@ -85,17 +143,38 @@ def attention(
     spec: MaskSpec = MaskSpec(),
     scale: float | None = None,
     kv_start: Int[Array, " b"] | None = None,
+    bias: Float[Array, "b h t l"] | None = None,
+    dropout: float = 0.0,
+    key: jax.Array | None = None,
     impl: str = "auto",
 ) -> Float[Array, "b h t e"]:
-    """Masked attention of ``q`` over ``k, v`` with the implementation ``impl`` picks."""
-    resolved = resolve_impl(impl)
-    if resolved == "xla":
-        return attention_reference(q, k, v, spec=spec, scale=scale, kv_start=kv_start)
-    from recurrentlab.kernels import memory_attention  # imported lazily: Pallas is heavy
+    """Masked attention of ``q`` over ``k, v`` with the implementation ``impl`` picks.
 
-    return memory_attention.attention(
-        q, k, v, spec=spec, scale=scale, kv_start=kv_start, interpret=resolved == "interpret"
-    )
+    ``bias``: an additive score term (see :func:`attention_reference`). ``dropout``: the rate
+    of attention-probability dropout, applied when a PRNG ``key`` is given (training), with
+    the hash mask of the module docstring in every implementation, so ``"xla"`` and the
+    kernel agree for the same key. The kernel takes no ``bias``: such a call runs the
+    reference (said once), and ``impl="pallas"`` refuses it.
+    """
+    seed = dropout_seed(key) if (dropout > 0.0 and key is not None) else None
+    rate = float(dropout) if seed is not None else 0.0
+    refusal = None
+    if bias is not None:
+        refusal = ("an additive score bias (Transformer-XL's relative-position term) is not "
+                   "implemented in the attention kernel")
+
+    def reference(q, k, v, kv_start, seed):
+        return attention_reference(q, k, v, spec=spec, scale=scale, kv_start=kv_start,
+                                   bias=bias, dropout=rate, seed=seed)
+
+    def kernel(q, k, v, kv_start, seed, *, interpret):
+        return dispatch.kernel_module("attention").attention(
+            q, k, v, spec=spec, scale=scale, kv_start=kv_start, dropout=rate, seed=seed,
+            interpret=interpret)
+
+    return dispatch.run("attention", impl, kernel=kernel, reference=reference,
+                        diff=(q, k, v), rest=(kv_start, seed), static_key=(spec, scale, rate),
+                        refusal=refusal)
 
 
 def attention_probs(

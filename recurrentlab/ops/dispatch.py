@@ -1,14 +1,33 @@
-"""Which implementation of an op runs: the one place where ``impl="auto"`` is resolved.
+"""Which implementation of an op runs: the one place where ``impl`` is resolved, per op.
 
 ``"xla"``       the plain-jnp reference, compiled by XLA (any platform);
-``"pallas"``    the Pallas kernel compiled for the current accelerator (GPU or TPU);
-``"interpret"`` the same Pallas kernel in interpret mode (CPU; for tests);
-``"auto"``      Pallas where the platform has it (GPU, TPU), XLA on CPU.
+``"pallas"``    the Pallas kernel compiled for the current accelerator (GPU or TPU); a call the
+                kernel cannot do, a missing kernel package or a kernel that fails to lower or
+                compile raises (a ``ConfigError`` of one line for the first two);
+``"interpret"`` the same Pallas kernel in interpret mode (CPU; for tests); a call the kernel
+                cannot do, or a missing kernel package, takes the reference (said once);
+``"auto"``      the kernel where the platform compiles Pallas (GPU, TPU) and the kernel can do
+                the call, the reference otherwise (XLA on CPU). On an accelerator a kernel
+                that fails to lower or compile at the call's shapes falls back to the reference
+                with one warning line naming the op and the shapes.
+
+Every decision to take the reference path where a kernel was asked for is said once per
+(op, reason) as a ``RuntimeWarning`` (and logged on ``recurrentlab.ops``). :func:`record`
+collects, while active, which path each op call took (the routing tests read it).
+
+The kernels live in ``recurrentlab.kernels`` (``kernels/`` in the checkout); only this package
+names them, through :func:`kernel_module`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import contextlib
+import dataclasses
+import importlib
+import logging
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
 
 import jax
 
@@ -16,15 +35,163 @@ from recurrentlab.errors import ConfigError
 
 Impl = Literal["auto", "xla", "pallas", "interpret"]
 IMPLS: tuple[str, ...] = ("auto", "xla", "pallas", "interpret")
+ACCELERATORS = ("gpu", "cuda", "rocm", "tpu")
+
+#: op name -> the module of ``recurrentlab.kernels`` that implements it
+KERNEL_MODULES = {"attention": "memory_attention", "ntm_memory_step": "ntm_memory"}
+
+logger = logging.getLogger("recurrentlab.ops")
+_SAID: set[tuple[str, str]] = set()
+_COMPILES: dict[Any, str | None] = {}
+_RECORDS: list[list[Route]] = []
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """How one op call ran: ``path`` is ``"kernel"`` or ``"reference"``; ``reason`` says why
+    a call that could have used a kernel did not (empty otherwise)."""
+
+    op: str
+    impl: str
+    path: str
+    reason: str = ""
+
+
+def _platform() -> str:
+    return jax.default_backend()
+
+
+def check_impl(impl: str, where: str = "op") -> str:
+    """``impl`` itself, or a one-line ``ConfigError`` naming ``where`` if it is unknown."""
+    if impl not in IMPLS:
+        raise ConfigError(f"{where}: unknown op implementation '{impl}'; use one of "
+                          f"{', '.join(IMPLS)}")
+    return impl
 
 
 def resolve_impl(impl: str, platform: str | None = None) -> str:
     """Resolve ``impl`` to one of ``"xla" | "pallas" | "interpret"`` for ``platform``."""
-    if impl not in IMPLS:
-        raise ConfigError(f"unknown op implementation '{impl}'; use one of {', '.join(IMPLS)}")
-    platform = platform or jax.default_backend()
+    check_impl(impl)
+    platform = platform or _platform()
     if impl == "auto":
-        return "pallas" if platform in ("gpu", "cuda", "rocm", "tpu") else "xla"
-    if impl == "pallas" and platform == "cpu":
+        return "pallas" if platform in ACCELERATORS else "xla"
+    if impl == "pallas" and platform not in ACCELERATORS:
         raise ConfigError("impl='pallas' needs a GPU or TPU; on CPU use 'xla' or 'interpret'")
     return impl
+
+
+def say_once(op: str, reason: str) -> None:
+    """Warn (and log) ``op: reason`` the first time this pair is seen in the process."""
+    if (op, reason) in _SAID:
+        return
+    _SAID.add((op, reason))
+    logger.warning("%s: %s", op, reason)
+    warnings.warn(f"{op}: {reason}", RuntimeWarning, stacklevel=3)
+
+
+def kernel_module(op: str):
+    """The kernel module of ``op`` (imported lazily: Pallas is heavy), or None if missing."""
+    try:
+        return importlib.import_module(f"recurrentlab.kernels.{KERNEL_MODULES[op]}")
+    except ModuleNotFoundError:
+        return None
+
+
+def _note(route: Route) -> None:
+    for sink in _RECORDS:
+        sink.append(route)
+
+
+@contextlib.contextmanager
+def record() -> Iterator[list[Route]]:
+    """Collect the :class:`Route` of every op call traced while the context is active."""
+    sink: list[Route] = []
+    _RECORDS.append(sink)
+    try:
+        yield sink
+    finally:
+        _RECORDS.remove(sink)
+
+
+def choose(op: str, impl: str, refusal: str | None = None) -> str:
+    """``"xla"``, ``"pallas"`` or ``"interpret"`` for this call of ``op``.
+
+    ``refusal``: why the kernel cannot do this call (None when it can). ``"pallas"`` refuses
+    such a call with one line; ``"auto"`` and ``"interpret"`` take the reference and say why
+    once.
+    """
+    resolved = resolve_impl(impl)
+    if resolved == "xla":
+        _note(Route(op, impl, "reference"))
+        return "xla"
+    if refusal is None and kernel_module(op) is None:
+        refusal = "the kernel package recurrentlab.kernels is not installed"
+    if refusal is not None:
+        if impl == "pallas":
+            raise ConfigError(f"{op}: impl='pallas' cannot run this call: {refusal}; "
+                              "use impl='auto' or 'xla'")
+        say_once(op, f"taking the jnp reference: {refusal}")
+        _note(Route(op, impl, "reference", refusal))
+        return "xla"
+    return resolved
+
+
+def _abstract(tree):
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+
+
+def _compile_error(op: str, kernel: Callable, diff: Sequence, rest: Sequence, key: Any):
+    """None if ``kernel(*diff, *rest)`` and its VJP compile at these shapes, else the error."""
+    cache_key = (op, key, tuple((x.shape, str(x.dtype)) for x in jax.tree.leaves((diff, rest))),
+                 jax.tree.structure((diff, rest)))
+    if cache_key not in _COMPILES:
+
+        def fwd_bwd(diff, rest):
+            out, pull = jax.vjp(lambda *d: kernel(*d, *rest), *diff)
+            return out, pull(out)
+
+        try:
+            jax.jit(fwd_bwd).lower(_abstract(tuple(diff)), _abstract(tuple(rest))).compile()
+            _COMPILES[cache_key] = None
+        except Exception as err:  # noqa: BLE001 -- any lowering/compile failure falls back
+            _COMPILES[cache_key] = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    return _COMPILES[cache_key]
+
+
+def run(
+    op: str,
+    impl: str,
+    *,
+    kernel: Callable[..., Any],
+    reference: Callable[..., Any],
+    diff: Sequence[jax.Array],
+    rest: Sequence[Any] = (),
+    static_key: Any = None,
+    refusal: str | None = None,
+):
+    """Call ``kernel(*diff, *rest, interpret=...)`` or ``reference(*diff, *rest)`` for ``op``.
+
+    ``diff`` are the differentiable array arguments, ``rest`` the others (arrays or None);
+    ``static_key`` (hashable) names whatever else ``kernel`` specialises on. With
+    ``impl="auto"`` on an accelerator the kernel (forward and backward) is first compiled at
+    the call's shapes, once per shape; if that fails the reference runs and one warning line
+    names the op, the shapes and the error. ``"pallas"`` lets the error through.
+    """
+    resolved = choose(op, impl, refusal)
+    if resolved == "xla":
+        return reference(*diff, *rest)
+    interpret = resolved == "interpret"
+
+    def call(*args):
+        return kernel(*args, interpret=interpret)
+
+    if impl == "auto":
+        error = _compile_error(op, call, diff, rest, static_key)
+        if error is not None:
+            shapes = ", ".join("x".join(map(str, x.shape)) for x in diff)
+            say_once(op, f"the kernel failed to compile at shapes {shapes} on {_platform()}; "
+                     f"taking the jnp reference ({error})")
+            _note(Route(op, impl, "reference", "kernel failed to compile"))
+            return reference(*diff, *rest)
+    _note(Route(op, impl, "kernel"))
+    return call(*diff, *rest)

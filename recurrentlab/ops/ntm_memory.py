@@ -39,21 +39,21 @@ NaN traps, all handled here so that values *and* gradients stay finite:
 
 ``memory_step`` is the fused step the model calls; ``impl`` picks the plain-jnp reference
 (``"xla"``) or the Pallas kernel ``recurrentlab.kernels.ntm_memory.memory_step``
-(``"pallas"`` / ``"interpret"``), resolved by :func:`recurrentlab.ops.dispatch.resolve_impl`.
+(``"pallas"`` / ``"interpret"``), chosen by :func:`recurrentlab.ops.dispatch.run` (which also
+falls back to the reference where ``"auto"`` finds the kernel missing or failing to compile).
 The kernel has the same signature minus ``impl`` plus ``interpret: bool`` and must match this
 reference in values and gradients.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from recurrentlab.ops.dispatch import resolve_impl
+from recurrentlab.ops import dispatch
 
 EPS = 1e-8  # cosine-similarity denominator (Collier & Beel use 1e-8)
 
@@ -173,13 +173,6 @@ def write(
     return memory
 
 
-def _kernel_available() -> bool:
-    try:
-        return importlib.util.find_spec("recurrentlab.kernels.ntm_memory") is not None
-    except ModuleNotFoundError:  # recurrentlab.kernels itself is missing
-        return False
-
-
 def memory_step_reference(
     memory: Float[Array, "b n m"],
     prev_read_w: Float[Array, "b hr n"],
@@ -215,14 +208,11 @@ def memory_step(
     and ``M_t`` applies the write heads in order. ``impl``: ``"auto" | "xla" | "pallas" |
     "interpret"`` (see :mod:`recurrentlab.ops.dispatch`).
     """
-    resolved = resolve_impl(impl)
-    if impl == "auto" and resolved != "xla" and not _kernel_available():
-        resolved = "xla"  # no kernel installed: the reference is the implementation
-    if resolved == "xla":
-        return memory_step_reference(memory, prev_read_w, prev_write_w, read_heads, write_heads)
-    from recurrentlab.kernels.ntm_memory import memory_step as kernel_step
 
-    return kernel_step(
-        memory, prev_read_w, prev_write_w, read_heads, write_heads,
-        interpret=resolved == "interpret",
+    def kernel(*args, interpret):
+        return dispatch.kernel_module("ntm_memory_step").memory_step(*args, interpret=interpret)
+
+    return dispatch.run(
+        "ntm_memory_step", impl, kernel=kernel, reference=memory_step_reference,
+        diff=(memory, prev_read_w, prev_write_w, read_heads, write_heads),
     )
