@@ -1,7 +1,7 @@
 """Capability before comparison: every model solves its control cell within a fixed budget.
 
 The control is the main job's (``experiments/sweeps/quick_comparison.py``): delayed recall
-with D = 4, an episode of exactly one 8-token segment, so every model — the stateless
+with D = 4, an episode inside one 8-token segment, so every model — the stateless
 Transformer too — can answer from the segment alone. A model that misses it within the budget
 is not trained to capability (wrong init, learning rate or a bug), and every comparison it is
 in says nothing. The LSTM with AWD's embedding init (uniform ±0.1) fails this; the synthetic
@@ -22,7 +22,8 @@ BUDGET = 600  # optimiser steps; each model solves its control in 100-300 here
 
 def control_config(model: str, **model_fields):
     config = load_config_file(ROOT / "experiments/sweeps/quick_comparison.py", model)
-    config.data.distance = 4  # the control cell
+    config.data.distance = 4  # the control cell: D in 0..4 in training, 4 at evaluation
+    config.data.eval_overrides.min_distance = 4
     config.protocol.control = True
     config.data.eval_windows = 4  # 128 answers per evaluation: enough for 0.99 to mean it
     config.train.num_steps = BUDGET
