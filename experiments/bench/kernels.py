@@ -5,6 +5,16 @@ Command (from the checkout root)::
     python experiments/bench/kernels.py                      # default shapes for this backend
     python experiments/bench/kernels.py --op attention --attention-shape 16,1,1024,5120,1024
     python experiments/bench/kernels.py --op ntm --ntm-shape 32,128,20 --ntm-shape 32,1024,64
+    python experiments/bench/kernels.py --check             # the device check (see below)
+
+``--check`` is the device check of a GPU or TPU: it compiles every kernel (memory attention
+with and without probability dropout, the NTM step) at the target shapes below, compares its
+values and gradients with the jnp reference (column ``err``: max |kernel - reference| /
+(1 + max |reference|) over the output and all gradients; ``ok`` below 2e-3 for float32, which
+leaves room for TF32 / MXU matmuls), times fwd and fwd+bwd against the reference and
+``jax.nn.dot_product_attention`` (cuDNN), prints one table and exits 1 if any check fails.
+Under 5 minutes on one GPU. Without an accelerator (or with ``--tiny``) it runs the kernels in
+interpret mode at tiny shapes, so the check itself is tested on CPU.
 
 Rows, per shape and pass (``fwd``, ``fwd+bwd``):
 
@@ -35,9 +45,13 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from recurrentlab.ops import dispatch
 from recurrentlab.ops.attention import MaskSpec, attention_mask, attention_reference
 from recurrentlab.ops.ntm_memory import ReadHeads, WriteHeads, memory_step_reference
+
+CHECK_TOL = 2e-3
 
 TARGET_ATTENTION = [(16, 1, 1024, 5120, 1024), (8, 8, 512, 1536, 64)]  # b, h, t, l, d
 TARGET_NTM = [(32, 128, 20), (32, 1024, 64)]  # B, N, M
@@ -73,13 +87,35 @@ def _fwd_bwd(fn):
 # ---------------------------------------------------------------------------------- attention
 
 
-def _attention_impls(b, h, t, lk, spec: MaskSpec, accelerator: bool):
+def _max_err(got, want) -> float:
+    """max |got - want| / (1 + max |want|) over every leaf."""
+    worst = 0.0
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        g, w = np.asarray(g, np.float64), np.asarray(w, np.float64)
+        if not np.all(np.isfinite(g)):
+            return float("inf")
+        worst = max(worst, float(np.max(np.abs(g - w)) / (1.0 + np.max(np.abs(w)))))
+    return worst
+
+
+def _check_against(kernel, reference, args) -> float:
+    """Error of the kernel's output and fwd+bwd gradients against the reference's."""
+    got = jax.jit(lambda *a: (kernel(*a), _fwd_bwd(kernel)(*a)))(*args)
+    want = jax.jit(lambda *a: (reference(*a), _fwd_bwd(reference)(*a)))(*args)
+    return _max_err(got, want)
+
+
+def _kernel_name(interpret: bool) -> str:
+    return "interpret" if interpret else "pallas"
+
+
+def _attention_impls(b, h, t, lk, spec: MaskSpec, kernel: str | None):
     """name -> f(q, k, v) with q [b, h, t, d] (the reference's layout)."""
     impls = {"xla": functools.partial(attention_reference, spec=spec)}
-    if accelerator:
-        from recurrentlab.kernels import memory_attention
-
-        impls["pallas"] = functools.partial(memory_attention.attention, spec=spec)
+    if kernel:
+        memory_attention = dispatch.kernel_module("attention")
+        impls[kernel] = functools.partial(memory_attention.attention, spec=spec,
+                                          interpret=kernel == "interpret")
     mask = attention_mask(t, lk, spec)[:, None]  # [1, 1, t, l]
 
     def dpa(implementation):
@@ -98,14 +134,25 @@ def _attention_impls(b, h, t, lk, spec: MaskSpec, accelerator: bool):
     return impls
 
 
-def bench_attention(shapes, dtype, repeats, accelerator):
+def _checks(kernel_fn, reference_fn, args, check: bool, name: str) -> dict:
+    if not check:
+        return {}
+    try:
+        return {name: _check_against(kernel_fn, reference_fn, args)}
+    except Exception as err:  # a kernel that fails to compile is a failed check, not a crash
+        return {name: f"fails ({type(err).__name__}: {str(err).splitlines()[0][:80]})"}
+
+
+def bench_attention(shapes, dtype, repeats, kernel, check=False):
     rows = []
     for b, h, t, lk, d in shapes:
         ks = jax.random.split(jax.random.key(0), 3)
         q = jax.random.normal(ks[0], (b, h, t, d), dtype)
         k = jax.random.normal(ks[1], (b, h, lk, d), dtype)
         v = jax.random.normal(ks[2], (b, h, lk, d), dtype)
-        impls = _attention_impls(b, h, t, lk, MaskSpec(), accelerator)
+        shape = f"b{b} h{h} t{t} l{lk} d{d}"
+        impls = _attention_impls(b, h, t, lk, MaskSpec(), kernel)
+        errs = _checks(impls.get(kernel), impls["xla"], (q, k, v), check and bool(kernel), kernel)
         for pass_name, wrap in (("fwd", lambda f: f), ("fwd+bwd", _fwd_bwd)):
             times = {}
             for name, fn in impls.items():
@@ -113,7 +160,21 @@ def bench_attention(shapes, dtype, repeats, accelerator):
                     times[name] = _time(wrap(fn), q, k, v, repeats=repeats)
                 except Exception as err:  # e.g. cuDNN rejecting a head width; keep going
                     times[name] = f"n/a ({type(err).__name__})"
-            rows += _rows("attention", f"b{b} h{h} t{t} l{lk} d{d}", pass_name, times)
+            rows += _rows("attention", shape, pass_name, times, errs)
+        if check and kernel:  # probability dropout: the kernel against the same hash mask
+            seed = jnp.uint32(1234)
+            ref = functools.partial(attention_reference, dropout=0.1, seed=seed)
+            ker = functools.partial(dispatch.kernel_module("attention").attention, dropout=0.1,
+                                    seed=seed, interpret=kernel == "interpret")
+            name = f"{kernel}+dropout"
+            errs = _checks(ker, ref, (q, k, v), True, name)
+            times = {}
+            for label, fn in (("xla+dropout", ref), (name, ker)):
+                try:
+                    times[label] = _time(_fwd_bwd(fn), q, k, v, repeats=repeats)
+                except Exception as err:
+                    times[label] = f"n/a ({type(err).__name__})"
+            rows += _rows("attention", shape, "fwd+bwd", times, errs, base="xla+dropout")
     return rows
 
 
@@ -157,15 +218,16 @@ def _ntm_scan(step):
     return run
 
 
-def bench_ntm(shapes, steps, dtype, repeats, accelerator):
+def bench_ntm(shapes, steps, dtype, repeats, kernel, check=False):
     rows = []
     impls = {"xla": _ntm_scan(memory_step_reference)}
-    if accelerator:
-        from recurrentlab.kernels import ntm_memory
-
-        impls["pallas"] = _ntm_scan(ntm_memory.memory_step)
+    if kernel:
+        step = functools.partial(dispatch.kernel_module("ntm_memory_step").memory_step,
+                                 interpret=kernel == "interpret")
+        impls[kernel] = _ntm_scan(step)
     for batch, n, m in shapes:
         args = _ntm_inputs(batch, n, m, steps, dtype)
+        errs = _checks(impls.get(kernel), impls["xla"], args, check and bool(kernel), kernel)
         for pass_name, wrap in (("fwd", lambda f: f), ("fwd+bwd", _fwd_bwd)):
             times = {}
             for name, fn in impls.items():
@@ -173,14 +235,16 @@ def bench_ntm(shapes, steps, dtype, repeats, accelerator):
                     times[name] = _time(wrap(fn), *args, repeats=repeats)
                 except Exception as err:
                     times[name] = f"n/a ({type(err).__name__})"
-            rows += _rows("ntm", f"B{batch} N{n} M{m} x{steps} steps", pass_name, times)
+            rows += _rows("ntm", f"B{batch} N{n} M{m} x{steps} steps", pass_name, times, errs)
     return rows
 
 
 # ------------------------------------------------------------------------------------- table
 
 
-def _rows(op, shape, pass_name, times):
+def _rows(op, shape, pass_name, times, errs=None, base="xla"):
+    errs = errs or {}
+
     def ratio(base, name):
         a, b = times.get(base), times.get(name)
         if isinstance(a, float) and isinstance(b, float):
@@ -191,12 +255,19 @@ def _rows(op, shape, pass_name, times):
     for name, value in times.items():
         ms = f"{value:.3f}" if isinstance(value, float) else value
         cudnn = ratio("dpa-cudnn", name) if "dpa-cudnn" in times else ""
-        rows.append((op, shape, pass_name, name, ms, ratio("xla", name), cudnn))
+        err = errs.get(name, "") if pass_name == "fwd+bwd" else ""
+        if isinstance(err, float):
+            err = f"{err:.1e} {'ok' if err < CHECK_TOL else 'FAIL'}"
+        rows.append((op, shape, pass_name, name, ms, ratio(base, name), cudnn, err))
     return rows
 
 
+def _failed(rows) -> list:
+    return [row for row in rows if row[-1] and not row[-1].endswith(" ok")]
+
+
 def _table(rows):
-    header = ("op", "shape", "pass", "impl", "ms", "xla/impl", "cudnn/impl")
+    header = ("op", "shape", "pass", "impl", "ms", "ref/impl", "cudnn/impl", "err")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -215,26 +286,40 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=None, help="NTM steps per scan")
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--check", action="store_true",
+                        help="compile every kernel, check values and gradients, then time")
+    parser.add_argument("--tiny", action="store_true",
+                        help="tiny shapes, kernels in interpret mode (automatic on CPU)")
     args = parser.parse_args(argv)
 
     backend = jax.default_backend()
     accelerator = backend in ("gpu", "tpu")
+    tiny = args.tiny or not accelerator
     print(f"backend: {backend} ({jax.devices()[0].device_kind}), jax {jax.__version__}")
     if not accelerator:
-        print("Pallas kernels need a GPU or TPU to compile; on CPU only the XLA paths are "
+        print("Pallas kernels need a GPU or TPU to compile; on CPU they run in interpret mode "
+              "(a test of the check, not a speed) at tiny shapes" if args.check else
+              "Pallas kernels need a GPU or TPU to compile; on CPU only the XLA paths are "
               "timed (tiny shapes).")
+    kernel = "interpret" if not accelerator or (args.check and args.tiny) else "pallas"
+    if not accelerator and not args.check:
+        kernel = None
     dtype = jnp.dtype(args.dtype)
-    repeats = args.repeats or (10 if accelerator else 3)
-    steps = args.steps or (128 if accelerator else 16)
+    repeats = args.repeats or (10 if not tiny else 2 if args.check else 3)
+    steps = args.steps or (128 if not tiny else 4 if args.check else 16)
     rows = []
     if args.op in ("attention", "all"):
-        shapes = args.attention_shape or (TARGET_ATTENTION if accelerator else TINY_ATTENTION)
-        rows += bench_attention(shapes, dtype, repeats, accelerator)
+        shapes = args.attention_shape or (TINY_ATTENTION if tiny else TARGET_ATTENTION)
+        rows += bench_attention(shapes, dtype, repeats, kernel, args.check)
     if args.op in ("ntm", "all"):
-        shapes = args.ntm_shape or (TARGET_NTM if accelerator else TINY_NTM)
-        rows += bench_ntm(shapes, steps, jnp.float32, repeats, accelerator)
+        shapes = args.ntm_shape or (TINY_NTM if tiny else TARGET_NTM)
+        rows += bench_ntm(shapes, steps, jnp.float32, repeats, kernel, args.check)
     print(_table(rows))
+    failed = _failed(rows) if args.check else []
+    if failed:
+        print(f"{len(failed)} kernel check(s) failed")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
