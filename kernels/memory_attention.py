@@ -26,6 +26,12 @@ Backward (FlashAttention-2), with δ_i = Σ_e dO_ie O_ie and P = 2^(x − lse₂
 
     dV = Pᵀ dO,   dS = P ∘ (dO Vᵀ − δ),   dQ = scale · dS K,   dK = scale · dSᵀ Q
 
+Attention-probability dropout (rate p > 0, a uint32 seed): Z_ij = [keep_bits(stream(b, h), i,
+j) >= p 2^32] from ``recurrentlab.ops.attention``'s counter hash, evaluated on each (row, key)
+tile in all three kernels, so no mask is stored. The forward accumulates ``acc += (p ∘ Z) v /
+(1 − p)`` while ``s`` sums the undropped p; the backward uses P̃ = P ∘ Z / (1 − p) in dV and
+dP = Z ∘ (dO Vᵀ) / (1 − p) in dS = P ∘ (dP − δ) (δ = rowsum(dO ∘ O) still holds).
+
 Two backward kernels: one over query blocks accumulating dQ (loop over key blocks), one over
 key blocks accumulating dK, dV (loop over query blocks). Memory is O(t + l) per (b, h):
 q, k, v, o, their gradients, lse and δ; no [t, l] array is ever written to HBM.

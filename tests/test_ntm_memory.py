@@ -222,3 +222,47 @@ def test_dispatch_auto_and_xla_agree_on_cpu():
     x = nm.memory_step(*args, impl="xla")
     for p, q in zip(a, x, strict=True):
         np.testing.assert_array_equal(p, q)
+
+
+@pytest.fixture
+def fresh_dispatch(monkeypatch):
+    """Forget what dispatch has said and compiled; pretend the platform compiles Pallas."""
+    from recurrentlab.ops import dispatch
+
+    monkeypatch.setattr(dispatch, "_SAID", set())
+    monkeypatch.setattr(dispatch, "_COMPILES", {})
+    monkeypatch.setattr(dispatch, "_platform", lambda: "gpu")
+    return dispatch
+
+
+def test_auto_falls_back_when_the_kernel_fails_to_compile(fresh_dispatch):
+    """On CPU the compiled (non-interpret) kernel cannot lower: with the platform faked to a
+    GPU, auto warns once (op and shapes) and gives the reference's values and gradients."""
+    args = to_jax(*random_inputs(2, 2, 6, 3, 1, 1, 1))
+
+    def loss(memory, impl):
+        return sum(jnp.sum(o**2) for o in nm.memory_step(memory, *args[1:], impl=impl))
+
+    with pytest.warns(RuntimeWarning) as said:
+        got = jax.value_and_grad(loss)(args[0], "auto")
+        jax.value_and_grad(loss)(args[0], "auto")
+    lines = [str(w.message) for w in said if "ntm_memory_step" in str(w.message)]
+    assert len(lines) == 1 and "2x6x3" in lines[0] and "failed to compile" in lines[0]
+    want = jax.value_and_grad(loss)(args[0], "xla")
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    with pytest.raises(Exception):  # noqa: B017 -- whatever the platform's compiler raises
+        jax.block_until_ready(nm.memory_step(*args, impl="pallas"))
+
+
+def test_missing_kernel_package_auto_falls_back_pallas_refuses(fresh_dispatch, monkeypatch):
+    from recurrentlab.errors import ConfigError
+
+    monkeypatch.setitem(fresh_dispatch.KERNEL_MODULES, "ntm_memory_step", "no_such_kernel")
+    args = to_jax(*random_inputs(3, 2, 5, 3, 1, 1, 1))
+    with pytest.warns(RuntimeWarning, match="not installed"):
+        got = nm.memory_step(*args, impl="auto")
+    for a, b in zip(got, nm.memory_step_reference(*args), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ConfigError, match="impl='pallas' cannot run this call"):
+        nm.memory_step(*args, impl="pallas")

@@ -188,7 +188,7 @@ def run(
     if impl == "auto":
         error = _compile_error(op, call, diff, rest, static_key)
         if error is not None:
-            shapes = ", ".join("x".join(map(str, x.shape)) for x in diff)
+            shapes = ", ".join("x".join(map(str, x.shape)) for x in diff if hasattr(x, "shape"))
             say_once(op, f"the kernel failed to compile at shapes {shapes} on {_platform()}; "
                      f"taking the jnp reference ({error})")
             _note(Route(op, impl, "reference", "kernel failed to compile"))
