@@ -58,10 +58,8 @@ qs, ks, vs zero; decoder bias zero.
 
 Attention goes through :func:`recurrentlab.ops.attention.attention` (head axis of 1,
 ``MaskSpec()`` causal with the memory prefix open, ``kv_start``, ``impl``) so a fused kernel can
-serve it. Dropout on the attention probabilities cannot go through a fused kernel: when
-``dropout_attn_probs > 0`` and dropout is active, the probabilities come from
-:func:`recurrentlab.ops.attention.attention_probs` and are multiplied with ``v`` explicitly.
-Set ``dropout_attn_probs = 0`` to keep the kernel path in training.
+serve it, with ``dropout_attn_probs`` as the op's attention-probability dropout (a hash mask
+the kernel regenerates per tile; the authors draw it with ``nn.Dropout``, the same law).
 
 Deliberate deviations from the authors' code (all other details match):
 
@@ -92,7 +90,7 @@ from jaxtyping import Array, Float, Int
 
 from recurrentlab.errors import ConfigError
 from recurrentlab.models.base import SequenceModel, register_model
-from recurrentlab.ops.attention import MaskSpec, attention, attention_probs
+from recurrentlab.ops.attention import MaskSpec, attention
 from recurrentlab.ops.dispatch import IMPLS
 
 LN_EPS = 1e-12  # the authors' LayerNorm epsilon
@@ -276,12 +274,8 @@ class SingleHeadAttention(nnx.Module):
         v = dropout(v, drop_qv, keys[1])
         q, k, v = q[:, None], k[:, None], v[:, None]  # head axis of 1
         scale = 1.0 / math.sqrt(self.d)
-        if key is not None and drop_probs > 0.0:
-            probs = attention_probs(q, k, spec=MaskSpec(), scale=scale, kv_start=kv_start)
-            probs = dropout(probs, drop_probs, keys[2])
-            out = jnp.einsum("bhtl,bhle->bhte", probs.astype(v.dtype), v)
-        else:
-            out = attention(q, k, v, spec=MaskSpec(), scale=scale, kv_start=kv_start, impl=impl)
+        out = attention(q, k, v, spec=MaskSpec(), scale=scale, kv_start=kv_start,
+                        dropout=drop_probs, key=keys[2], impl=impl)
         return out[:, 0]
 
 

@@ -17,11 +17,9 @@ Carry: ``()`` — the model sees the current segment only, so consecutive segmen
 independent by construction (tested).
 
 Deviations and choices, documented:
-- Attention-probability dropout (``attn_dropout``) needs the probabilities, which a fused kernel
-  never materialises: when it is on *and* the call trains with a key, attention runs the
-  plain-jnp path (``attention_probs`` → dropout → weighted sum) instead of ``attention``.
-  With ``attn_dropout = 0`` (the default, as in the RMT paper's runs) attention always goes
-  through ``recurrentlab.ops.attention.attention`` and its ``impl``.
+- Attention-probability dropout (``attn_dropout``) goes to ``recurrentlab.ops.attention``
+  with the key; the op draws the mask from a counter hash, the same in the reference and in
+  the kernel, so training keeps the kernel path.
 - Weights N(0, 0.02), biases and LN offsets zero, LN scales one (GPT-2), no residual-scaled init.
 - In the RMT paper the "Transformer" baseline is the Transformer-XL code with ``mem_len 0``
   (relative positions, post-LN). That exact baseline is ``transformer_xl`` with ``mem_len=0``;
@@ -46,7 +44,7 @@ from recurrentlab.models.layers import (
     rotary,
     split_heads,
 )
-from recurrentlab.ops.attention import MaskSpec, attention, attention_probs
+from recurrentlab.ops.attention import MaskSpec, attention
 
 
 class Block(nnx.Module):
@@ -77,11 +75,7 @@ class Block(nnx.Module):
         if rotary_positions is not None:
             q, k = rotary(q, rotary_positions), rotary(k, rotary_positions)
         att_key = keys() if attn_dropout > 0.0 else None
-        if att_key is not None:
-            probs = dropout(attention_probs(q, k, spec=spec), attn_dropout, att_key)
-            o = jnp.einsum("bhtl,bhld->bhtd", probs.astype(v.dtype), v)
-        else:
-            o = attention(q, k, v, spec=spec, impl=impl)
+        o = attention(q, k, v, spec=spec, dropout=attn_dropout, key=att_key, impl=impl)
         h = h + dropout(self.out(merge_heads(o)), dropout_rate, keys())
         m = self.fc2(dropout(jax.nn.gelu(self.fc1(self.ln_mlp(h))), dropout_rate, keys()))
         return h + dropout(m, dropout_rate, keys())
