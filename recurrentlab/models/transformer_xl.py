@@ -18,9 +18,10 @@ Per layer l, with h^{l-1} the layer input on the segment [b, s, d] and m^{l-1} i
 u, v_r ([heads, d_h]) are shared by all layers; the sinusoid table R (dropped out once, as in
 the reference) is shared too. The positional term is computed with the reference's rel-shift
 trick (``layers.rel_shift``: pad, reshape, drop a row), then enters
-``recurrentlab.ops.attention.attention_reference`` as an additive ``bias``: the content term
-``(q+u)ᵀk``, the mask and the softmax are the shared reference attention. No fused kernel is
-used here (kernels take no bias); the XL attention always runs the plain-jnp path.
+``recurrentlab.ops.attention.attention`` as an additive ``bias``: the content term
+``(q+u)ᵀk``, the mask, the softmax and ``dropatt`` are the shared attention op, called with the
+model's ``impl``. The attention kernel takes no bias yet, so the op runs its jnp reference for
+these calls and says so once (``impl="pallas"`` refuses them with one line).
 
 Cache update (``_update_mems``): the new cache of layer l is the last M rows of
 [m^{l-1}; h^{l-1}], gradient-stopped. The carry also counts the valid cache rows per stream
@@ -82,7 +83,8 @@ from recurrentlab.models.layers import (
     sinusoid,
     split_heads,
 )
-from recurrentlab.ops.attention import MaskSpec, attention_probs, attention_reference
+from recurrentlab.ops import check_impl
+from recurrentlab.ops.attention import MaskSpec, attention
 
 CAUSAL = MaskSpec(causal=True)
 
@@ -148,6 +150,7 @@ def relative_attention(
     cache_len: Int[Array, " b"] | None = None,
     attn_dropout: float = 0.0,
     key: jax.Array | None = None,
+    impl: str = "auto",
 ) -> Float[Array, "b h t d"]:
     """softmax_j(((q_i+u)ᵀk_j + (q_i+v_r)ᵀ W_r R_{i-j}) / √d) v_j over the visible keys.
 
@@ -156,17 +159,15 @@ def relative_attention(
     valid cache rows per stream, for the reference's positional term beyond the causal limit
     (see :func:`relative_position_bias`; only a mask with ``prefix``/``suffix`` rows sees it).
     With ``attn_dropout`` and a ``key`` the probabilities are dropped out (``dropatt``).
+    ``impl`` goes to the attention op (see :mod:`recurrentlab.ops.dispatch`).
     """
     scale = q.shape[-1] ** -0.5
     bias = relative_position_bias(q, r_head, r_bias, cache_len) * scale
     if extra_visible is not None:
         bias = jnp.where(extra_visible[None, None], bias, -jnp.inf)
     qu = q + u[None, :, None, :]
-    if key is not None and attn_dropout > 0.0:
-        probs = attention_probs(qu, k, spec=spec, scale=scale, kv_start=kv_start, bias=bias)
-        probs = dropout(probs, attn_dropout, key)
-        return jnp.einsum("bhtl,bhld->bhtd", probs.astype(v.dtype), v)
-    return attention_reference(qu, k, v, spec=spec, scale=scale, kv_start=kv_start, bias=bias)
+    return attention(qu, k, v, spec=spec, scale=scale, kv_start=kv_start, bias=bias,
+                     dropout=attn_dropout, key=key, impl=impl)
 
 
 class XLLayer(nnx.Module):
@@ -200,6 +201,7 @@ class XLLayer(nnx.Module):
         dropout_rate: float,
         attn_dropout: float,
         keys: Keys,
+        impl: str = "auto",
     ) -> Float[Array, "b t d"]:
         t = h.shape[1]
         c = jnp.concatenate([jax.lax.stop_gradient(cache).astype(h.dtype), h], axis=1)
@@ -209,7 +211,7 @@ class XLLayer(nnx.Module):
         att_key = keys() if attn_dropout > 0.0 else None
         a = relative_attention(q, k, v, r_head, u, r_bias, spec=spec, kv_start=kv_start,
                                extra_visible=extra_visible, cache_len=cache_len,
-                               attn_dropout=attn_dropout, key=att_key)
+                               attn_dropout=attn_dropout, key=att_key, impl=impl)
         h = self.ln_attn(h + dropout(self.out(merge_heads(a)), dropout_rate, keys()))
         f = dropout(jax.nn.relu(self.fc1(h)), dropout_rate, keys())
         return self.ln_ff(h + dropout(self.fc2(f), dropout_rate, keys()))
@@ -237,7 +239,7 @@ class TransformerXL(SequenceModel):
         c.clamp_len = 0  # relative distances beyond clamp_len use clamp_len; 0 = no clamp
         c.same_length = False  # every query sees exactly mem_len keys (reference eval option)
         c.tie_weights = True  # output projection = embedding transposed (plus a bias)
-        c.impl = "auto"  # kept for a uniform interface; XL attention runs the jnp reference
+        c.impl = "auto"  # attention op implementation (see recurrentlab.ops.dispatch)
         return c
 
     def __init__(
@@ -272,7 +274,7 @@ class TransformerXL(SequenceModel):
             num_layers, d_model, num_heads, d_head)
         self.dropout, self.attn_dropout = dropout, attn_dropout
         self.mem_len, self.clamp_len, self.same_length = mem_len, clamp_len, same_length
-        self.tie_weights, self.impl = tie_weights, impl
+        self.tie_weights, self.impl = tie_weights, check_impl(impl, "transformer_xl")
         self.embed = nnx.Embed(vocab_size, d_model, embedding_init=normal_init, rngs=rngs)
         self.u = nnx.Param(normal_init(rngs.params(), (num_heads, d_head)))  # r_w_bias
         self.v = nnx.Param(normal_init(rngs.params(), (num_heads, d_head)))  # r_r_bias
@@ -337,7 +339,7 @@ class TransformerXL(SequenceModel):
             inputs.append(h)
             h = layer(h, cache, pos, self.u[...], self.v[...], spec=spec, kv_start=kv_start,
                       extra_visible=extra, cache_len=cache_len, dropout_rate=self.dropout,
-                      attn_dropout=self.attn_dropout, keys=keys)
+                      attn_dropout=self.attn_dropout, keys=keys, impl=self.impl)
         new_cache = tuple(
             jax.lax.stop_gradient(jnp.concatenate([c.astype(x.dtype), x], axis=1)[:, l - m:])
             for c, x in zip(carry.cache, inputs, strict=True)
