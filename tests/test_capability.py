@@ -4,8 +4,9 @@ The control is the main job's (``experiments/sweeps/quick_comparison.py``): dela
 with D = 4, an episode inside one 8-token segment, so every model — the stateless
 Transformer too — can answer from the segment alone. A model that misses it within the budget
 is not trained to capability (wrong init, learning rate or a bug), and every comparison it is
-in says nothing. The LSTM with AWD's embedding init (uniform ±0.1) fails this; the synthetic
-setup (N(0, 1) embeddings) is what passes.
+in says nothing. The LSTM with AWD's embedding init (uniform ±0.1) fails this (measured:
+valid accuracy 0.133 after 600 steps); the synthetic setup (N(0, 1) embeddings) solves it by
+step 200.
 """
 
 from pathlib import Path
@@ -38,6 +39,6 @@ def control_config(model: str, **model_fields):
 def test_each_model_solves_its_control_cell(model, tmp_path):
     summary = train_and_evaluate(control_config(model), tmp_path / model)
     accuracy = summary["final"]["valid"]["accuracy"]
-    assert "stopped_early" in summary, f"{model}: control not solved in {BUDGET} steps " \
-                                       f"(valid accuracy {accuracy:.3f})"
+    assert summary.get("stopped_early"), f"{model}: control not solved in {BUDGET} steps " \
+                                         f"(valid accuracy {accuracy:.3f})"
     assert accuracy >= 0.99
