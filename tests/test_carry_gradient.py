@@ -411,3 +411,43 @@ def test_the_command_line_refuses_in_one_line_and_writes_nothing(tmp_path, args,
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert not workdir.exists()
+
+
+# --- the evidence sweep ------------------------------------------------------------------
+
+
+def test_the_evidence_sweep_loads_and_its_tiny_variant_runs(tmp_path):
+    """experiments/sweeps/carry_gradient.py: its cells are the control (full BPTT), truncated
+    BPTT beyond the horizon (D + 2 >= 4H), snap1 and rtrl at that horizon; the tiny variant
+    trains all four and ``recurrentlab results`` reads them as one protocol table."""
+    from recurrentlab.sweep import expand
+    from recurrentlab.sweep.protocol import OK, summary_table
+    from recurrentlab.sweep.results import load_results, protocol_table
+    from recurrentlab.sweep.runner import run_sweep
+
+    path = ROOT / "experiments" / "sweeps" / "carry_gradient.py"
+    runs = expand(str(path), tmp_path / "unused", check=False)
+    assert len(runs) == 12  # 4 cells x 3 seeds
+    horizon = {}
+    for run in runs:
+        config = run.load_config()
+        validate(config)
+        t = config.train
+        horizon[t.carry_gradient, bool(run.overrides.get("protocol.control"))] = (
+            t.bptt_segments * t.segment_len, config.data.distance)
+    (h_control, d), = {v for (mode, control), v in horizon.items() if control}
+    beyond = {mode: v for (mode, control), v in horizon.items() if not control}
+    assert set(beyond) == {"none", "snap1", "rtrl"} and h_control >= d + 2
+    assert all(d + 2 >= 4 * h for h, d in beyond.values())
+
+    out = tmp_path / "tiny"
+    manifest = run_sweep(f"{path}:tiny", out, launcher="inline", echo=lambda line: None)
+    assert [r["status"] for r in manifest["runs"]] == ["finished"] * 4
+    summary = summary_table(protocol_table(load_results(out)))
+    marks = {(mode, int(h)): mark for mode, h, mark in
+             zip(summary["carry_gradient"], summary["horizon"], summary["capability"],
+                 strict=True)}
+    assert sorted(marks) == [("none", 2), ("none", 16), ("rtrl", 2), ("snap1", 2)]
+    # the control vouches for carry_gradient="none" only; 12 steps cannot solve it
+    assert marks["none", 2] == marks["none", 16] != OK
+    assert marks["rtrl", 2] == marks["snap1", 2] == ""
