@@ -17,12 +17,11 @@ import torch
 from flax import nnx
 
 from recurrentlab.config import load_config_file
-from recurrentlab.models import build_model, model_config
+from recurrentlab.models import build_model, config_params, model_config
 from recurrentlab.models.sha_rnn import (
     SHARNN,
     LSTMState,
     SingleHeadAttention,
-    count_params,
     main,
     paper_configs,
 )
@@ -302,7 +301,7 @@ def test_lstm_matches_torch_lstm():
     model = tiny()
     lstm = model.blocks[0].lstm
     x = jax.random.normal(jax.random.key(4), (2, 7, D))
-    state, hs = lstm(LSTMState(jnp.zeros((2, D)), jnp.zeros((2, D))), x)
+    hs, state = lstm(LSTMState(jnp.zeros((2, D)), jnp.zeros((2, D))), x)
     ref = torch.nn.LSTM(D, D, batch_first=True).double()
     with torch.no_grad():
         ref.weight_ih_l0.copy_(torch.tensor(np.asarray(lstm.w_ih[...]).T))
@@ -312,6 +311,25 @@ def test_lstm_matches_torch_lstm():
         out, (h_n, c_n) = ref(torch.tensor(np.asarray(x), dtype=torch.float64))
     np.testing.assert_allclose(hs, out.numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(state.c, c_n[0].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_fused_lstm_backward_equals_autodiff():
+    """The shared cell's hand-written backward (custom_vjp=True) gives autodiff's gradients."""
+    x, y = tokens(2, 8, seed=6), tokens(2, 8, seed=7)
+
+    def grads(custom_vjp):
+        model = tiny(custom_vjp=custom_vjp)
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+        def loss(p):
+            logits, _ = nnx.merge(graphdef, p, rest)(x, model.init_carry(2))
+            return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], -1))
+
+        return jax.jit(jax.grad(loss))(params)
+
+    fused, plain = grads(True), grads(False)
+    for a, b in zip(jax.tree.leaves(fused), jax.tree.leaves(plain), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_init_follows_the_authors():
@@ -377,7 +395,7 @@ def test_enwik8_parameter_counts(variant, heads, published):
     config = load_config_file(ROOT / "experiments/enwik8/sha_rnn.py", variant)
     m = config.model
     assert (m.d_model, m.d_ff, m.num_layers) == (1024, 4096, 4)
-    ours = count_params(m, vocab_size=256)
+    ours = config_params(m, vocab_size=256)
     reference = reference_count(256, 1024, 4096, 4, heads)
     assert ours == reference - unread_params(1024, 4, heads)
     # the paper counts the model after its Overparam is folded into vs (2d·d + 2d per head);
@@ -390,7 +408,7 @@ def test_count_cli(capsys):
     main(["--count"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[1].startswith("single_head: 53,825,792")
-    assert count_params(paper_configs()["no_attention"]) == reference_count(
+    assert config_params(paper_configs()["no_attention"], vocab_size=256) == reference_count(
         256, 1024, 4096, 4, 0) - unread_params(1024, 4, 0)
 
 

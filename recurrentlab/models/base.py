@@ -35,6 +35,7 @@ treats memory and attention parameters as the LSTM treats its embedding.
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -55,8 +56,19 @@ class SequenceModel(nnx.Module):
 
     @classmethod
     def default_config(cls) -> ml_collections.ConfigDict:
-        """The model's hyperparameters with their defaults (``config.model`` minus ``name``)."""
-        raise NotImplementedError
+        """The model's hyperparameters with their defaults (``config.model`` minus ``name``).
+
+        Stated once, in the signature: every keyword-only argument of ``__init__`` after
+        ``vocab_size`` and ``rngs``, with its default (the comment on its line documents it).
+        """
+        config = ml_collections.ConfigDict()
+        for p in inspect.signature(cls.__init__).parameters.values():
+            if p.kind is not p.KEYWORD_ONLY or p.name in ("vocab_size", "rngs"):
+                continue
+            if p.default is p.empty:
+                raise TypeError(f"{cls.__name__}.__init__: field '{p.name}' has no default")
+            config[p.name] = p.default
+        return config
 
     @classmethod
     def tiny_config(cls) -> dict[str, Any]:
@@ -174,6 +186,15 @@ def model_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
             raise ConfigError(f"model '{name}' has no field '{key}'.{hint}")
         config[key] = value
     return config
+
+
+def config_params(config: ml_collections.ConfigDict, *, vocab_size: int) -> int:
+    """Trainable scalars of the model ``config`` describes, counted on an abstract build
+    (``nnx.eval_shape``: no parameter is allocated, so paper-sized models count instantly)."""
+    from recurrentlab.models.layers import count_params
+
+    abstract = nnx.eval_shape(lambda: build_model(config, vocab_size=vocab_size, seed=0))
+    return count_params(abstract)
 
 
 def build_model(config: ml_collections.ConfigDict, *, vocab_size: int, seed: int) -> SequenceModel:

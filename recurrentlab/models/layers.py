@@ -1,4 +1,12 @@
-"""Small pieces the attention models share: explicit-key dropout, positions, the rel-shift.
+"""Small pieces the models share: the dropout helper and its key discipline, positions, the
+rel-shift, the parameter count.
+
+Randomness, one discipline for every model: a call gets one ``key`` (the trainer passes
+``fold_in(window key, segment index)``), and dropout site ``i`` of the call draws its mask
+from ``fold_in(key, i)`` (:class:`Keys`). Sites are numbered in call order
+(``keys()``: the attention models) or by a fixed number per site (``keys.at(i)``: the LSTM,
+SHA-RNN), and every mask goes through :func:`dropout` (the AWD-LSTM's structured masks in
+``regularizers.py`` too).
 
 Shape legend: b batch, h heads, t queries, l keys (memory + segment), d width.
 Everything here is a pure function of arrays (no Flax state), so it can be read and tested alone.
@@ -16,10 +24,12 @@ normal_init = nnx.initializers.normal(0.02)
 
 
 class Keys:
-    """A deterministic stream of dropout keys drawn from one ``key`` by ``fold_in``.
+    """The dropout keys of one model call: site ``i`` gets ``fold_in(key, i)``.
 
-    ``Keys(None)`` (or ``train=False``) yields ``None`` forever, which turns every dropout off.
-    The counter lives in Python at trace time, so the stream is a pure function of ``key``.
+    ``keys()`` numbers the sites 1, 2, ... in call order; ``keys.at(i)`` names site ``i``
+    directly. ``Keys(None)`` (or ``train=False``) yields ``None`` forever, which turns every
+    dropout off. The counter lives in Python at trace time, so the stream is a pure function
+    of ``key``.
     """
 
     def __init__(self, key: jax.Array | None, train: bool):
@@ -32,12 +42,27 @@ class Keys:
         self.count += 1
         return jax.random.fold_in(self.key, self.count)
 
+    def at(self, site: int) -> jax.Array | None:
+        """The key of site ``site`` (``None`` when dropout is off)."""
+        return None if self.key is None else jax.random.fold_in(self.key, site)
 
-def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-    """Inverted dropout: zero with probability ``rate``, scale the rest by 1/(1-rate)."""
-    if key is None or rate <= 0.0:
+
+def dropout(
+    x: jax.Array, rate: float, key: jax.Array | None, *, shared_axes: tuple[int, ...] = ()
+) -> jax.Array:
+    """Inverted dropout: zero with probability ``rate``, scale the rest by 1/(1-rate).
+
+    ``shared_axes``: axes along which one mask entry is shared (size 1 in the mask, broadcast),
+    e.g. the time axis for AWD's locked dropout. The identity when ``key`` is None or ``rate``
+    is 0.
+    """
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+    if key is None or rate == 0.0:
         return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    shared = {a % x.ndim for a in shared_axes}
+    shape = tuple(1 if a in shared else n for a, n in enumerate(x.shape))
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
     return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
@@ -89,6 +114,8 @@ def merge_heads(x: Float[Array, "b h t d"]) -> Float[Array, "b t hd"]:
 
 
 def count_params(module: nnx.Module) -> int:
-    """Number of trainable scalars (``nnx.Param`` leaves) of ``module``."""
+    """Number of trainable scalars (``nnx.Param`` leaves) of ``module``; an abstract module
+    (``nnx.eval_shape``) works too, so a model is counted without being built
+    (:func:`recurrentlab.models.base.config_params`)."""
     state = nnx.state(module, nnx.Param)
     return sum(int(x.size) for x in jax.tree.leaves(state))

@@ -14,8 +14,9 @@ Cell (gate order i, f, g, o as ``torch.nn.LSTM``, so torch weights copy over tra
     h_t = o ∘ tanh(c_t)
 
 The input part ``x W_ih + b`` of a whole segment is one matmul before the time loop; only
-``h_{t-1} W_hh`` runs inside ``jax.lax.scan``. The recurrence is the pure function
-:func:`lstm_cell`; :func:`lstm_layer` drives it over time.
+``h_{t-1} W_hh`` runs inside ``jax.lax.scan``. The cell, the recurrence (plain and with the
+fused backward) and the layer's parameters live in :mod:`recurrentlab.models.cells`, shared
+with SHA-RNN; this module re-exports them (``lstm_cell``, ``lstm_layer``, ``LSTMState``...).
 
 Model (AWD ``RNNModel``)::
 
@@ -42,7 +43,9 @@ dependencies of up to ~T steps.
 
 Randomness: every dropout mask is sampled **once per model call** from ``key`` and
 broadcast over the call's time steps — embedding row mask, locked masks, DropConnect masks
-on ``W_hh``. A call is one segment, so with ``train.bptt_segments=1`` (one segment per
+on ``W_hh``. Site ``i`` draws from ``fold_in(key, i)`` (``layers.Keys``, the discipline
+every model follows): embedding 0, input 1, output 2, layer l's ``W_hh`` ``3 + 2l`` and its
+output ``4 + 2l``. A call is one segment, so with ``train.bptt_segments=1`` (one segment per
 optimiser step) this is exactly AWD-LSTM's once per batch; with K > 1 segments per window
 each segment draws fresh masks (the trainer folds the segment index into the key).
 ``train=False`` or ``key=None``: no dropout at all.
@@ -53,10 +56,10 @@ which also returns ``ar_alpha · mean(out²) + tar_beta · mean((h_t - h_{t-1})�
 segment (:func:`recurrentlab.models.regularizers.ar_tar_penalty`); the trainer adds it to the
 optimised loss and logs it as ``penalty``, apart from the cross-entropy ``loss``/``bits``.
 
-Fast path (``custom_vjp=True``): :func:`lstm_recurrence_fused` is the same recurrence with a
-hand-written backward pass: the reverse time loop runs only the recurrent matmul
-``dz_t W_hhᵀ``; the weight gradient ``Σ_t h_{t-1}ᵀ dz_t`` is one large matmul after the
-loop. Tests check it equals autodiff of the plain path.
+Fast path (``custom_vjp=True``): :func:`~recurrentlab.models.cells.lstm_recurrence_fused` is
+the same recurrence with a hand-written backward pass: the reverse time loop runs only the
+recurrent matmul ``dz_t W_hhᵀ``; the weight gradient ``Σ_t h_{t-1}ᵀ dz_t`` is one large
+matmul after the loop. Tests check it equals autodiff of the plain path.
 
 Gradients through the carry (``train.carry_gradient``; :mod:`recurrentlab.train.carry_gradient`
 has the equations): the LSTM supports ``"rtrl"`` (exact; the influence covers the embedding
@@ -85,209 +88,36 @@ Deviations from the authors' code (documented, deliberate):
 
 from __future__ import annotations
 
-import functools
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from recurrentlab.errors import ConfigError
 from recurrentlab.models.base import SequenceModel, register_model
+from recurrentlab.models.cells import (  # re-exported (see __all__)
+    LSTMLayer,
+    LSTMState,
+    LSTMWeights,
+    chrono_biases,
+    dot_f32,
+    gate_activations,
+    input_projection,
+    lstm_cell,
+    lstm_layer,
+    lstm_recurrence,
+    lstm_recurrence_fused,
+    uniform,
+)
+from recurrentlab.models.layers import Keys
 from recurrentlab.models.regularizers import (
     ar_tar_penalty,
     embedding_dropout,
     locked_dropout,
     weight_drop,
 )
-
-
-class LSTMState(NamedTuple):
-    """State of one LSTM layer, batch first."""
-
-    h: Float[Array, "b h"]
-    c: Float[Array, "b h"]
-
-
-class LSTMWeights(NamedTuple):
-    """One layer's weights in ``x @ W`` layout: ``w_ih = torch weight_ih_l0.T`` etc."""
-
-    w_ih: Float[Array, "d g"]
-    w_hh: Float[Array, "h g"]
-    b_ih: Float[Array, " g"]
-    b_hh: Float[Array, " g"]
-
-
-def _dot(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``x @ w`` in ``w``'s dtype with float32 accumulation and result.
-
-    Leading axes are flattened first so that the matmul, and both matmuls of its gradient,
-    are plain 2-D products (XLA's CPU backend is markedly slower on batched contractions).
-    """
-    lead = x.shape[:-1]
-    y = jnp.matmul(x.reshape(-1, x.shape[-1]).astype(w.dtype), w,
-                   preferred_element_type=jnp.float32)
-    return y.reshape(*lead, w.shape[-1])
-
-
-def _gate_activations(z: Float[Array, "b g"]) -> Float[Array, "b g"]:
-    """σ on the i, f, o blocks and tanh on the g block of ``z = [z_i, z_f, z_g, z_o]``."""
-    zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
-    return jnp.concatenate(
-        [jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jnp.tanh(zg), jax.nn.sigmoid(zo)], axis=-1
-    )
-
-
-def lstm_cell(
-    w_hh: Float[Array, "h g"], state: LSTMState, x_proj_t: Float[Array, "b g"]
-) -> LSTMState:
-    """One LSTM step; ``x_proj_t = x_t W_ih + b_ih + b_hh`` is precomputed."""
-    a = _gate_activations(x_proj_t + _dot(state.h, w_hh))
-    i, f, g, o = jnp.split(a, 4, axis=-1)
-    c = f * state.c + i * g
-    return LSTMState(o * jnp.tanh(c), c)
-
-
-def input_projection(
-    weights: LSTMWeights, xs: Float[Array, "... d"]
-) -> Float[Array, "... g"]:
-    """``x W_ih + b_ih + b_hh`` for every time step at once (one matmul), float32."""
-    return _dot(xs, weights.w_ih) + (weights.b_ih + weights.b_hh).astype(jnp.float32)
-
-
-def lstm_recurrence(
-    w_hh: Float[Array, "h g"],
-    state: LSTMState,
-    x_proj: Float[Array, "t b g"],
-    *,
-    unroll: int = 1,
-) -> tuple[Float[Array, "t b h"], LSTMState]:
-    """Run :func:`lstm_cell` over time with ``jax.lax.scan`` (time-major); autodiff path."""
-
-    def step(carry, xp):
-        new = lstm_cell(w_hh, carry, xp)
-        return new, new.h
-
-    final, hs = jax.lax.scan(step, state, x_proj, unroll=unroll)
-    return hs, final
-
-
-# --- fused backward -------------------------------------------------------------------
-
-
-def _fused_forward(w_hh, h0, c0, x_proj, unroll):
-    def step(carry, xp):
-        h, c = carry
-        a = _gate_activations(xp + _dot(h, w_hh))
-        i, f, g, o = jnp.split(a, 4, axis=-1)
-        c = f * c + i * g
-        h = o * jnp.tanh(c)
-        return (h, c), (h, c, a)
-
-    (h_t, c_t), (hs, cs, acts) = jax.lax.scan(step, (h0, c0), x_proj, unroll=unroll)
-    return hs, h_t, c_t, (cs, acts)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _recurrence_fused(w_hh, h0, c0, x_proj, unroll):
-    hs, h_t, c_t, _ = _fused_forward(w_hh, h0, c0, x_proj, unroll)
-    return hs, h_t, c_t
-
-
-def _recurrence_fused_fwd(w_hh, h0, c0, x_proj, unroll):
-    hs, h_t, c_t, (cs, acts) = _fused_forward(w_hh, h0, c0, x_proj, unroll)
-    return (hs, h_t, c_t), (w_hh, h0, c0, hs, cs, acts)
-
-
-def _recurrence_fused_bwd(unroll, residuals, cotangents):
-    w_hh, h0, c0, hs, cs, acts = residuals
-    d_hs, d_ht, d_ct = cotangents
-    c_prev = jnp.concatenate([c0[None], cs[:-1]], axis=0)
-    w_hh_t = w_hh.T
-
-    def step(carry, inputs):
-        dh_next, dc_next = carry
-        dh_out, a, c, cp = inputs
-        dh = dh_out + dh_next
-        i, f, g, o = jnp.split(a, 4, axis=-1)
-        tanh_c = jnp.tanh(c)
-        dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
-        dz = jnp.concatenate(
-            [
-                dc * g * i * (1.0 - i),
-                dc * cp * f * (1.0 - f),
-                dc * i * (1.0 - g * g),
-                dh * tanh_c * o * (1.0 - o),
-            ],
-            axis=-1,
-        )
-        return (_dot(dz, w_hh_t), dc * f), dz
-
-    (dh0, dc0), dz = jax.lax.scan(
-        step, (d_ht, d_ct), (d_hs, acts, cs, c_prev), reverse=True, unroll=unroll
-    )
-    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
-    t, b, h = h_prev.shape
-    dw_hh = jnp.matmul(
-        h_prev.reshape(t * b, h).T, dz.reshape(t * b, 4 * h), preferred_element_type=jnp.float32
-    )
-    return dw_hh.astype(w_hh.dtype), dh0.astype(h0.dtype), dc0.astype(c0.dtype), dz
-
-
-_recurrence_fused.defvjp(_recurrence_fused_fwd, _recurrence_fused_bwd)
-
-
-def lstm_recurrence_fused(
-    w_hh: Float[Array, "h g"],
-    state: LSTMState,
-    x_proj: Float[Array, "t b g"],
-    *,
-    unroll: int = 1,
-) -> tuple[Float[Array, "t b h"], LSTMState]:
-    """:func:`lstm_recurrence` with a hand-written backward pass (same values, same grads).
-
-    Backward, with ``a = [i, f, g, o]`` saved from the forward pass::
-
-        dh_t = ∂L/∂h_t (output) + dz_{t+1} W_hhᵀ
-        dc_t = dc_{t+1} ∘ f_{t+1} + dh_t ∘ o ∘ (1 - tanh²c_t)
-        dz_t = [dc∘g∘i(1-i), dc∘c_{t-1}∘f(1-f), dc∘i(1-g²), dh∘tanh c_t∘o(1-o)]
-        dW_hh = Σ_t h_{t-1}ᵀ dz_t   (one [h, t·b] × [t·b, 4h] matmul after the loop)
-
-    ``dz`` is also the gradient of ``x_proj``, so autodiff of :func:`input_projection`
-    turns it into ``dW_ih`` and ``dx`` as single matmuls too.
-    """
-    hs, h_t, c_t = _recurrence_fused(
-        w_hh, state.h.astype(jnp.float32), state.c.astype(jnp.float32), x_proj, unroll
-    )
-    return hs, LSTMState(h_t, c_t)
-
-
-def lstm_layer(
-    weights: LSTMWeights,
-    state: LSTMState,
-    xs: Float[Array, "b t d"],
-    *,
-    time_major: bool = False,
-    unroll: int = 1,
-    custom_vjp: bool = False,
-) -> tuple[Float[Array, "b t h"], LSTMState]:
-    """One LSTM layer over a sequence: input projection, then the recurrence.
-
-    ``xs`` is ``[b, t, d]`` (``[t, b, d]`` with ``time_major=True``); outputs follow the
-    same layout. Returns all hidden states and the final state.
-    """
-    if not time_major:
-        xs = jnp.swapaxes(xs, 0, 1)
-    x_proj = input_projection(weights, xs)
-    run = lstm_recurrence_fused if custom_vjp else lstm_recurrence
-    hs, final = run(weights.w_hh, state, x_proj, unroll=unroll)
-    if not time_major:
-        hs = jnp.swapaxes(hs, 0, 1)
-    return hs, final
-
 
 # --- SnAp-1 traces (train.carry_gradient="snap1") ------------------------------------
 
@@ -355,7 +185,7 @@ def snap1_traces(
     c0 = jax.lax.stop_gradient(state.c).astype(jnp.float32)
     weights = jax.lax.stop_gradient(weights)
     h_prev = jnp.concatenate([h0[None], hs[:-1].astype(jnp.float32)], axis=0)
-    z = input_projection(weights, xs) + _dot(h_prev, weights.w_hh)  # [t, b, 4h], float32
+    z = input_projection(weights, xs) + dot_f32(h_prev, weights.w_hh)  # [t, b, 4h], float32
     h = h0.shape[-1]
     w_hh = weights.w_hh.astype(jnp.float32)
     diag = jnp.stack([w_hh[jnp.arange(h), k * h + jnp.arange(h)] for k in range(4)])  # [4, h]
@@ -364,7 +194,7 @@ def snap1_traces(
     def step(carry, inputs):
         c_prev, tr = carry
         x, hp, zt = inputs
-        i, f, g, o = jnp.split(_gate_activations(zt), 4, axis=-1)
+        i, f, g, o = jnp.split(gate_activations(zt), 4, axis=-1)
         c = f * c_prev + i * g
         tanh_c = jnp.tanh(c)
         dtanh = o * (1.0 - tanh_c * tanh_c)
@@ -411,49 +241,6 @@ def snap1_gradient(carry_grad: LSTMState, traces: Snap1Traces) -> LSTMWeights:
 # --- Flax module ----------------------------------------------------------------------
 
 
-def _uniform(rngs: nnx.Rngs, shape: tuple[int, ...], bound: float) -> jax.Array:
-    return jax.random.uniform(rngs.params(), shape, jnp.float32, -bound, bound)
-
-
-def chrono_biases(
-    key: jax.Array, hidden_dim: int, max_lag: int, b_ih: jax.Array, b_hh: jax.Array
-) -> tuple[jax.Array, jax.Array]:
-    """Chrono initialisation (Tallec & Ollivier 2018, "Can recurrent neural networks warp
-    time?", eq. 16): forget-gate bias ``b_f ~ log(U[1, T_max - 1])`` and input-gate bias
-    ``b_i = -b_f``, so unit i starts with a characteristic memory time between 1 and
-    ``T_max`` steps. With torch's two bias vectors the whole value goes into ``b_ih`` and the
-    ``b_hh`` entries of the i and f blocks are 0. ``max_lag`` must be >= 3.
-    """
-    h = hidden_dim
-    b_f = jnp.log(jax.random.uniform(key, (h,), jnp.float32, 1.0, max_lag - 1.0))
-    b_ih = b_ih.at[:h].set(-b_f).at[h:2 * h].set(b_f)
-    b_hh = b_hh.at[:2 * h].set(0.0)
-    return b_ih, b_hh
-
-
-class LSTMLayer(nnx.Module):
-    """Parameters of one single-layer LSTM, initialised as ``torch.nn.LSTM``."""
-
-    def __init__(self, in_dim: int, hidden_dim: int, *, rngs: nnx.Rngs, chrono_init: int = 0):
-        bound = 1.0 / math.sqrt(hidden_dim)
-        g = 4 * hidden_dim
-        self.hidden_dim = hidden_dim
-        self.w_ih = nnx.Param(_uniform(rngs, (in_dim, g), bound))
-        self.w_hh = nnx.Param(_uniform(rngs, (hidden_dim, g), bound))
-        b_ih = _uniform(rngs, (g,), bound)
-        b_hh = _uniform(rngs, (g,), bound)
-        if chrono_init:
-            b_ih, b_hh = chrono_biases(rngs.params(), hidden_dim, chrono_init, b_ih, b_hh)
-        self.b_ih = nnx.Param(b_ih)
-        self.b_hh = nnx.Param(b_hh)
-
-    def weights(self, dtype) -> LSTMWeights:
-        return LSTMWeights(
-            self.w_ih[...].astype(dtype), self.w_hh[...].astype(dtype),
-            self.b_ih[...], self.b_hh[...],
-        )
-
-
 class LSTMOutput(NamedTuple):
     logits: Float[Array, "b t v"]
     carry: tuple[LSTMState, ...]
@@ -463,7 +250,7 @@ class LSTMOutput(NamedTuple):
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _EMBED_INITS = {  # embedding table initialisers: name -> (rngs, shape) -> array
-    "awd": lambda rngs, shape: _uniform(rngs, shape, 0.1),
+    "awd": lambda rngs, shape: uniform(rngs, shape, 0.1),
     "normal": lambda rngs, shape: jax.random.normal(rngs.params(), shape, jnp.float32),
 }
 
@@ -481,48 +268,27 @@ class LSTM(SequenceModel):
     def tiny_config(cls) -> dict:
         return dict(embed_dim=8, hidden_dim=12, num_layers=2, ar_alpha=1.0, tar_beta=1.0)
 
-    @classmethod
-    def default_config(cls) -> ml_collections.ConfigDict:
-        c = ml_collections.ConfigDict()
-        c.embed_dim = 400  # e: embedding size (= last layer's size when tied)
-        c.hidden_dim = 1840  # units of every layer but the last (when tied)
-        c.num_layers = 3  # stacked single-layer LSTMs
-        c.tie_weights = True  # decoder reuses the embedding table (AWD default)
-        c.dropout = 0.4  # locked dropout on the last layer's output
-        c.dropouth = 0.1  # locked dropout between LSTM layers
-        c.dropouti = 0.1  # locked dropout on the embeddings
-        c.dropoute = 0.0  # embedding dropout: whole vocabulary rows
-        c.wdrop = 0.2  # DropConnect on every layer's hidden-to-hidden matrix
-        c.ar_alpha = 0.0  # activation regularisation (call_with_penalty)
-        c.tar_beta = 0.0  # temporal activation regularisation (call_with_penalty)
-        c.scan_unroll = 1  # unroll of the time loop
-        c.custom_vjp = True  # hand-written backward (False: autodiff through lax.scan)
-        c.dtype = "float32"  # matmul dtype: float32 | bfloat16 (parameters stay float32)
-        c.embed_init = "awd"  # awd: uniform ±0.1 (reference) | normal: N(0, 1) (torch default)
-        c.chrono_init = 0  # T_max of chrono init of gate biases (Tallec & Ollivier); 0: off
-        return c
-
     def __init__(
         self,
         *,
         vocab_size: int,
         rngs: nnx.Rngs,
-        embed_dim: int = 400,
-        hidden_dim: int = 1840,
-        num_layers: int = 3,
-        tie_weights: bool = True,
-        dropout: float = 0.4,
-        dropouth: float = 0.1,
-        dropouti: float = 0.1,
-        dropoute: float = 0.0,
-        wdrop: float = 0.2,
-        ar_alpha: float = 0.0,
-        tar_beta: float = 0.0,
-        scan_unroll: int = 1,
-        custom_vjp: bool = True,
-        dtype: str = "float32",
-        embed_init: str = "awd",
-        chrono_init: int = 0,
+        embed_dim: int = 400,  # e: embedding size (= last layer's size when tied)
+        hidden_dim: int = 1840,  # units of every layer but the last (when tied)
+        num_layers: int = 3,  # stacked single-layer LSTMs
+        tie_weights: bool = True,  # decoder reuses the embedding table (AWD default)
+        dropout: float = 0.4,  # locked dropout on the last layer's output
+        dropouth: float = 0.1,  # locked dropout between LSTM layers
+        dropouti: float = 0.1,  # locked dropout on the embeddings
+        dropoute: float = 0.0,  # embedding dropout: whole vocabulary rows
+        wdrop: float = 0.2,  # DropConnect on every layer's hidden-to-hidden matrix
+        ar_alpha: float = 0.0,  # activation regularisation (call_with_penalty)
+        tar_beta: float = 0.0,  # temporal activation regularisation (call_with_penalty)
+        scan_unroll: int = 1,  # unroll of the time loop
+        custom_vjp: bool = True,  # hand-written backward (False: autodiff through lax.scan)
+        dtype: str = "float32",  # matmul dtype: float32 | bfloat16 (parameters stay float32)
+        embed_init: str = "awd",  # awd: uniform ±0.1 (reference) | normal: N(0, 1) (torch default)
+        chrono_init: int = 0,  # T_max of chrono init of gate biases (Tallec & Ollivier); 0: off
     ):
         if num_layers < 1:
             raise ConfigError(f"model.num_layers must be >= 1, got {num_layers}")
@@ -562,7 +328,7 @@ class LSTM(SequenceModel):
              for d, h in zip(inputs, sizes, strict=True)]
         )
         if not tie_weights:
-            self.decoder = nnx.Param(_uniform(rngs, (sizes[-1], vocab_size), 0.1))
+            self.decoder = nnx.Param(uniform(rngs, (sizes[-1], vocab_size), 0.1))
         self.decoder_bias = nnx.Param(jnp.zeros((vocab_size,), jnp.float32))
 
     def init_carry(self, batch_size: int) -> tuple[LSTMState, ...]:
@@ -589,8 +355,8 @@ class LSTM(SequenceModel):
             raise ValueError(f"carry has {len(carry)} layers, model has {self.num_layers}")
         dtype = _DTYPES[self.dtype]
         drop = train and key is not None
-        keys = list(jax.random.split(key, 3 + 2 * self.num_layers)) if drop else [None] * (
-            3 + 2 * self.num_layers)
+        sites = Keys(key, train)  # site i draws from fold_in(key, i)
+        keys = [sites.at(i) for i in range(3 + 2 * self.num_layers)]
         k_embed, k_in, k_out, k_layers = keys[0], keys[1], keys[2], keys[3:]
 
         table = self.embedding[...]
@@ -619,9 +385,9 @@ class LSTM(SequenceModel):
         raw = jnp.swapaxes(x, 0, 1)
         out = locked_dropout(k_out, raw, self.dropout if drop else 0.0, time_axis=1)
         if self.tie_weights:
-            logits = _dot(out, table.astype(dtype).T)
+            logits = dot_f32(out, table.astype(dtype).T)
         else:
-            logits = _dot(out, self.decoder[...].astype(dtype))
+            logits = dot_f32(out, self.decoder[...].astype(dtype))
         logits = logits + self.decoder_bias[...]
         out = LSTMOutput(logits, tuple(new_carry), raw, out)
         return out, (tuple(new_traces) if traces is not None else None)
@@ -693,3 +459,10 @@ class LSTM(SequenceModel):
             for name, value in snap1_gradient(g, tr)._asdict().items():
                 out[("layers", i, name)] = value
         return out
+
+
+__all__ = [  # this module's names, and the cell's names it has always exported
+    "LSTM", "LSTMLayer", "LSTMOutput", "LSTMState", "LSTMWeights", "Snap1Traces",
+    "chrono_biases", "init_snap1_traces", "input_projection", "lstm_cell", "lstm_layer",
+    "lstm_recurrence", "lstm_recurrence_fused", "snap1_gradient", "snap1_traces",
+]

@@ -15,6 +15,7 @@ width, hr/hw read/write heads, r shift radius, d controller units, V vocabulary)
     M_t        = M_{t-1} o (1 - w^w e^T) + w^w a^T                   write heads in order
     o_t        = clip(W_o [h_t, r_t] + b_o, -clip, clip)             output logits
 
+The controller is TensorFlow's ``BasicLSTMCell``, :func:`recurrentlab.models.cells.basic_lstm_cell`.
 The memory math lives in :mod:`recurrentlab.ops.ntm_memory` (``memory_step``, with a Pallas
 kernel behind ``impl``); :func:`ntm_step` is the pure cell step, driven by ``jax.lax.scan``.
 
@@ -113,12 +114,13 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from recurrentlab.errors import ConfigError
-from recurrentlab.models.base import SequenceModel, register_model
+from recurrentlab.models.base import SequenceModel, register_model, reset_carry
+from recurrentlab.models.cells import LSTMState
+from recurrentlab.models.cells import basic_lstm_cell as lstm_cell
 from recurrentlab.ops import ntm_memory
 from recurrentlab.ops.dispatch import IMPLS
 from recurrentlab.ops.ntm_memory import ReadHeads, WriteHeads
@@ -126,11 +128,6 @@ from recurrentlab.ops.ntm_memory import ReadHeads, WriteHeads
 MARKER_LOGIT = -1e4  # bits mode: logit of every marker token (finite: never 0 * inf in a loss)
 MEMORY_INITS = ("constant", "random", "learned")
 INPUT_MODES = ("bits", "embed")
-
-
-class LSTMState(NamedTuple):
-    h: Float[Array, "b d"]
-    c: Float[Array, "b d"]
 
 
 class NTMState(NamedTuple):
@@ -166,17 +163,6 @@ class NTMTrace(NamedTuple):
     reads: Float[Array, "b s hr m"]
     erase: Float[Array, "b s hw m"]
     add: Float[Array, "b s hw m"]
-
-
-def lstm_cell(
-    kernel: jax.Array, bias: jax.Array, x: jax.Array, state: LSTMState, forget_bias: float = 1.0
-) -> LSTMState:
-    """TensorFlow ``BasicLSTMCell``: ``i, j, f, o = [x, h] W + b``;
-    ``c' = sigmoid(f + forget_bias) c + sigmoid(i) tanh(j)``, ``h' = tanh(c') sigmoid(o)``."""
-    z = jnp.concatenate([x, state.h], axis=-1) @ kernel + bias
-    i, j, f, o = jnp.split(z, 4, axis=-1)
-    c = jax.nn.sigmoid(f + forget_bias) * state.c + jax.nn.sigmoid(i) * jnp.tanh(j)
-    return LSTMState(h=jnp.tanh(c) * jax.nn.sigmoid(o), c=c)
 
 
 def head_param_count(num_read: int, num_write: int, width: int, radius: int) -> int:
@@ -274,42 +260,24 @@ class NTM(SequenceModel):
     def tiny_config(cls) -> dict:
         return dict(controller_size=12, memory_slots=6, memory_width=4, embed_dim=8)
 
-    @classmethod
-    def default_config(cls) -> ml_collections.ConfigDict:
-        c = ml_collections.ConfigDict()
-        c.controller_size = 100  # LSTM controller units (Collier & Beel: 100)
-        c.memory_slots = 128  # N, memory rows (copy: 128)
-        c.memory_width = 20  # M, slot width (copy: 20)
-        c.num_read_heads = 1  # read heads (addressed first)
-        c.num_write_heads = 1  # write heads (applied in order after the reads)
-        c.shift_radius = 1  # r: shifts -r..r
-        c.clip = 20.0  # clip head parameters and output logits to +-clip; <= 0 disables
-        c.memory_init = "constant"  # constant (1e-6) | random | learned
-        c.input_mode = "embed"  # bits (NTM bit-vector tasks) | embed (text, other tokens)
-        c.bits = 0  # bits mode: bits per symbol; 0 = floor(log2(vocab_size))
-        c.predict_markers = False  # bits mode: gate + logits for marker targets (repeat copy)
-        c.embed_dim = 64  # embed mode: embedding width
-        c.impl = "auto"  # memory op: auto | xla | pallas | interpret
-        return c
-
     def __init__(
         self,
         *,
         vocab_size: int,
         rngs: nnx.Rngs,
-        controller_size: int = 100,
-        memory_slots: int = 128,
-        memory_width: int = 20,
-        num_read_heads: int = 1,
-        num_write_heads: int = 1,
-        shift_radius: int = 1,
-        clip: float = 20.0,
-        memory_init: str = "constant",
-        input_mode: str = "embed",
-        bits: int = 0,
-        predict_markers: bool = False,
-        embed_dim: int = 64,
-        impl: str = "auto",
+        controller_size: int = 100,  # LSTM controller units (Collier & Beel: 100)
+        memory_slots: int = 128,  # N, memory rows (copy: 128)
+        memory_width: int = 20,  # M, slot width (copy: 20)
+        num_read_heads: int = 1,  # read heads (addressed first)
+        num_write_heads: int = 1,  # write heads (applied in order after the reads)
+        shift_radius: int = 1,  # r: shifts -r..r
+        clip: float = 20.0,  # clip head parameters and output logits to +-clip; <= 0 disables
+        memory_init: str = "constant",  # constant (1e-6) | random | learned
+        input_mode: str = "embed",  # bits (NTM bit-vector tasks) | embed (text, other tokens)
+        bits: int = 0,  # bits mode: bits per symbol; 0 = floor(log2(vocab_size))
+        predict_markers: bool = False,  # bits mode: gate + logits for marker targets (repeat copy)
+        embed_dim: int = 64,  # embed mode: embedding width
+        impl: str = "auto",  # memory op: auto | xla | pallas | interpret
     ):
         positive = dict(vocab_size=vocab_size, controller_size=controller_size,
                         memory_slots=memory_slots, memory_width=memory_width,
@@ -407,12 +375,7 @@ class NTM(SequenceModel):
         """Rows with ``at_start`` get the initial state from the current parameters (so that it
         is differentiable wherever the carry was built); ``at_start`` is cleared."""
         fresh = self.init_carry(carry.at_start.shape[0])
-        start = carry.at_start > 0
-
-        def pick(new, old):
-            return jnp.where(start.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)
-
-        carry = jax.tree.map(pick, fresh, carry)
+        carry = reset_carry(carry, fresh, carry.at_start > 0)
         return carry._replace(at_start=jnp.zeros_like(carry.at_start))
 
     # -- forward ----------------------------------------------------------------------------

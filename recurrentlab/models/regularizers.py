@@ -2,8 +2,9 @@
 
 Each function takes an explicit PRNG key and returns a new array; nothing here owns state,
 so a model calls them inside ``jax.lax.scan`` or ``jax.checkpoint`` freely. All masks are
-inverted-dropout masks: kept entries are scaled by ``1 / (1 - rate)`` so expectations match
-evaluation, where no regulariser is applied.
+inverted-dropout masks drawn by the one helper :func:`recurrentlab.models.layers.dropout`
+(kept entries scaled by ``1 / (1 - rate)``, so expectations match evaluation, where no
+regulariser is applied); these functions only choose the mask's shape.
 
 Shape legend: b batch, t time, d features, v vocabulary, i/o a weight matrix's in/out sizes.
 
@@ -23,19 +24,10 @@ Shape legend: b batch, t time, d features, v vocabulary, i/o a weight matrix's i
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-
-def _keep_mask(key: PRNGKeyArray, rate: float, shape: tuple[int, ...], dtype) -> jax.Array:
-    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
-    return keep.astype(dtype) / jnp.asarray(1.0 - rate, dtype)
-
-
-def _check_rate(rate: float) -> None:
-    if not 0.0 <= rate < 1.0:
-        raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+from recurrentlab.models.layers import dropout
 
 
 def embedding_dropout(
@@ -50,11 +42,10 @@ def embedding_dropout(
     row mask with the tokens instead of materialising the masked ``[v, d]`` table.
     ``key=None`` or ``rate=0`` is a plain lookup.
     """
-    _check_rate(rate)
     rows = jnp.take(table, tokens, axis=0)
     if key is None or rate == 0.0:
-        return rows
-    row_mask = _keep_mask(key, rate, (table.shape[0],), table.dtype)
+        return dropout(rows, rate, None)  # no mask; checks the rate
+    row_mask = dropout(jnp.ones((table.shape[0],), table.dtype), rate, key)  # 0 or 1/(1-p)
     return rows * jnp.take(row_mask, tokens, axis=0)[..., None]
 
 
@@ -69,22 +60,14 @@ def locked_dropout(
 
     ``x`` is ``[b, t, d]`` (``time_axis=1``) or ``[t, b, d]`` (``time_axis=0``).
     """
-    _check_rate(rate)
-    if key is None or rate == 0.0:
-        return x
-    shape = list(x.shape)
-    shape[time_axis] = 1
-    return x * _keep_mask(key, rate, tuple(shape), x.dtype)
+    return dropout(x, rate, key, shared_axes=(time_axis,))
 
 
 def weight_drop(
     key: PRNGKeyArray | None, weight: Float[Array, "i o"], rate: float
 ) -> Float[Array, "i o"]:
     """DropConnect: drop entries of ``weight`` independently, one mask per call."""
-    _check_rate(rate)
-    if key is None or rate == 0.0:
-        return weight
-    return weight * _keep_mask(key, rate, weight.shape, weight.dtype)
+    return dropout(weight, rate, key)
 
 
 def ar_tar_penalty(

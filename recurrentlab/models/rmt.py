@@ -76,7 +76,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
@@ -111,51 +110,30 @@ class RMT(SequenceModel):
         return dict(backbone="transformer", num_layers=1, d_model=16, num_heads=2, d_ff=32,
                     num_mem_tokens=2, max_len=16)
 
-    @classmethod
-    def default_config(cls) -> ml_collections.ConfigDict:
-        c = ml_collections.ConfigDict()
-        c.num_mem_tokens = 10  # m: memory vectors read and written per segment
-        c.mem_init = "shared_random"  # shared_random (m copies of one trained vector, as the
-        # reference) | learned (m independent vectors) | shared_fixed (untrained copies)
-        c.backbone = "transformer_xl"  # transformer_xl (reference) | transformer (pre-LN)
-        c.mem_len = 0  # XL cache rows per layer; 0 = no cache (transformer_xl backbone only)
-        c.read_mem_from_cache = False  # memory rows may attend to the XL cache
-        c.num_layers = 12  # decoder layers
-        c.d_model = 512  # residual width
-        c.num_heads = 8  # attention heads
-        c.d_head = 0  # XL head width; 0 = d_model / num_heads
-        c.d_ff = 2048  # feed-forward hidden width
-        c.dropout = 0.1  # embedding, residual, FFN and output dropout
-        c.attn_dropout = 0.0  # dropout on attention probabilities
-        c.clamp_len = 0  # XL: clamp relative distances; 0 = off
-        c.positions = "learned"  # transformer backbone: learned | rotary
-        c.max_len = 1024  # transformer backbone: position table size (>= s + 2m)
-        c.tie_weights = True  # output projection = embedding transposed
-        c.impl = "auto"  # attention op implementation (transformer backbone)
-        return c
-
     def __init__(
         self,
         *,
         vocab_size: int,
         rngs: nnx.Rngs,
-        num_mem_tokens: int = 10,
+        num_mem_tokens: int = 10,  # m: memory vectors read and written per segment
+        # shared_random (m copies of one trained vector, as the reference) | learned (m independent
+        # vectors) | shared_fixed (untrained copies)
         mem_init: str = "shared_random",
-        backbone: str = "transformer_xl",
-        mem_len: int = 0,
-        read_mem_from_cache: bool = False,
-        num_layers: int = 12,
-        d_model: int = 512,
-        num_heads: int = 8,
-        d_head: int = 0,
-        d_ff: int = 2048,
-        dropout: float = 0.1,
-        attn_dropout: float = 0.0,
-        clamp_len: int = 0,
-        positions: str = "learned",
-        max_len: int = 1024,
-        tie_weights: bool = True,
-        impl: str = "auto",
+        backbone: str = "transformer_xl",  # transformer_xl (reference) | transformer (pre-LN)
+        mem_len: int = 0,  # XL cache rows per layer; 0 = no cache (transformer_xl backbone only)
+        read_mem_from_cache: bool = False,  # memory rows may attend to the XL cache
+        num_layers: int = 12,  # decoder layers
+        d_model: int = 512,  # residual width
+        num_heads: int = 8,  # attention heads
+        d_head: int = 0,  # XL head width; 0 = d_model / num_heads
+        d_ff: int = 2048,  # feed-forward hidden width
+        dropout: float = 0.1,  # embedding, residual, FFN and output dropout
+        attn_dropout: float = 0.0,  # dropout on attention probabilities
+        clamp_len: int = 0,  # XL: clamp relative distances; 0 = off
+        positions: str = "learned",  # transformer backbone: learned | rotary
+        max_len: int = 1024,  # transformer backbone: position table size (>= s + 2m)
+        tie_weights: bool = True,  # output projection = embedding transposed
+        impl: str = "auto",  # attention op implementation (transformer backbone)
     ):
         if num_mem_tokens < 1:
             raise ConfigError("rmt needs num_mem_tokens >= 1 (use transformer or "

@@ -48,6 +48,10 @@ the paper's numbers come from. Slots not filled yet (stream start, after a reset
 through ``kv_start``; ``m = 0`` means no memory across calls (the authors' code, whose
 ``bigh[-0:]`` keeps everything, reads none either at a fixed segment length).
 
+The LSTM of every block is the shared PyTorch-layout cell of :mod:`recurrentlab.models.cells`
+(input projection as one matmul, the time loop under ``jax.lax.scan``, and with
+``custom_vjp=True`` the hand-written backward pass of ``cells.lstm_recurrence_fused``).
+
 Carry (``SHARNNCarry``): ``lstm`` per block ``LSTMState(h, c)`` Float[b, d] each; ``memory`` per
 attention block (in ``attn_layers`` order) Float[b, m, d]; ``mem_count`` Int[b].
 
@@ -65,8 +69,8 @@ Deliberate deviations from the authors' code (all other details match):
 
 * Parameters the authors allocate but never read are not created: ``Attention.qkvs`` (3d) and
   ``Attention.r_gate`` (d), ``Block.lnout`` (2d), and ``lnmem``/``lnmid`` (4d) in blocks without
-  attention. :func:`count_params` therefore differs from ``sum(p.numel())`` of their module by
-  exactly that much (tested).
+  attention. The parameter count (``base.config_params``) therefore differs from
+  ``sum(p.numel())`` of their module by exactly that much (tested).
 * The Overparam value gate is kept during evaluation too (the authors' ``vq_collapse`` folds it
   into ``vs`` after training; the function computed is the same).
 * Training-loop details that live outside the model are not reproduced here: the authors draw
@@ -89,18 +93,13 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from recurrentlab.errors import ConfigError
-from recurrentlab.models.base import SequenceModel, register_model
+from recurrentlab.models.base import SequenceModel, config_params, register_model
+from recurrentlab.models.cells import LSTMLayer, LSTMState
+from recurrentlab.models.layers import Keys, dropout
 from recurrentlab.ops.attention import MaskSpec, attention
 from recurrentlab.ops.dispatch import IMPLS
 
 LN_EPS = 1e-12  # the authors' LayerNorm epsilon
-
-
-class LSTMState(NamedTuple):
-    """One LSTM layer's state: ``h`` and ``c``, Float[b, d] each."""
-
-    h: jax.Array
-    c: jax.Array
 
 
 class SHARNNCarry(NamedTuple):
@@ -114,47 +113,9 @@ class SHARNNCarry(NamedTuple):
 # ----------------------------------------------------------------------------- pure functions
 
 
-def lstm_cell(
-    w_hh: Float[Array, "d 4d"], state: LSTMState, gates_x: Float[Array, "b 4d"]
-) -> tuple[LSTMState, Float[Array, "b d"]]:
-    """One LSTM step (PyTorch gate order i, f, g, o); ``gates_x = x W_ih + b_ih + b_hh``.
-
-    i, f, g, o = split(gates_x + h W_hh);  c' = σ(f) c + σ(i) tanh(g);  h' = σ(o) tanh(c')
-    """
-    gates = gates_x + state.h @ w_hh
-    i, f, g, o = jnp.split(gates, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * state.c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
-    return LSTMState(h, c), h
-
-
-def lstm_layer(
-    w_ih: Float[Array, "d 4d"],
-    w_hh: Float[Array, "d 4d"],
-    bias: Float[Array, "4d"],
-    state: LSTMState,
-    x: Float[Array, "b s d"],
-    *,
-    unroll: int = 1,
-) -> tuple[LSTMState, Float[Array, "b s d"]]:
-    """Run :func:`lstm_cell` over the segment with ``jax.lax.scan``; input projection batched."""
-    gates_x = jnp.einsum("bsd,dg->sbg", x, w_ih) + bias
-    step = lambda carry, g: lstm_cell(w_hh, carry, g)
-    state, hs = jax.lax.scan(step, state, gates_x, unroll=unroll)
-    return state, jnp.swapaxes(hs, 0, 1)
-
-
 def gelu_sigmoid(x: jax.Array) -> jax.Array:
     """The authors' GELU approximation ``x σ(1.702 x)``."""
     return x * jax.nn.sigmoid(1.702 * x)
-
-
-def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-    """Inverted dropout; the identity when ``key`` is None or ``rate`` is 0."""
-    if key is None or rate <= 0.0:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
 
 
 MEM_TRIMS = ("authors", "window")
@@ -210,29 +171,8 @@ def _normal(std: float):
     return nnx.initializers.normal(stddev=std)
 
 
-def _uniform(bound: float):
-    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(
-        key, shape, dtype, minval=-bound, maxval=bound
-    )
-
-
 def _layer_norm(d: int, rngs: nnx.Rngs) -> nnx.LayerNorm:
     return nnx.LayerNorm(d, epsilon=LN_EPS, rngs=rngs)
-
-
-class LSTM(nnx.Module):
-    """PyTorch-layout single-layer LSTM parameters (two biases, as ``nn.LSTM``)."""
-
-    def __init__(self, d: int, *, rngs: nnx.Rngs):
-        init = _uniform(1.0 / math.sqrt(d))
-        self.w_ih = nnx.Param(init(rngs.params(), (d, 4 * d)))
-        self.w_hh = nnx.Param(init(rngs.params(), (d, 4 * d)))
-        self.b_ih = nnx.Param(init(rngs.params(), (4 * d,)))
-        self.b_hh = nnx.Param(init(rngs.params(), (4 * d,)))
-
-    def __call__(self, state: LSTMState, x: jax.Array, *, unroll: int = 1):
-        bias = self.b_ih[...] + self.b_hh[...]
-        return lstm_layer(self.w_ih[...], self.w_hh[...], bias, state, x, unroll=unroll)
 
 
 class SingleHeadAttention(nnx.Module):
@@ -298,7 +238,7 @@ class Block(nnx.Module):
 
     def __init__(self, d: int, d_ff: int, *, use_attn: bool, init_std: float, rngs: nnx.Rngs):
         self.ln_start = _layer_norm(d, rngs)
-        self.lstm = LSTM(d, rngs=rngs)
+        self.lstm = LSTMLayer(d, d, rngs=rngs)
         if use_attn:
             self.ln_mem = _layer_norm(d, rngs)
             self.ln_mid = _layer_norm(d, rngs)
@@ -308,10 +248,6 @@ class Block(nnx.Module):
         self.ln_ff = _layer_norm(d, rngs)
         self.ln_xff = _layer_norm(d, rngs)
         self.boom = Boom(d, d_ff, init_std=init_std, rngs=rngs)
-    @classmethod
-    def tiny_config(cls) -> dict:
-        return dict(num_layers=2, d_model=16, d_ff=32, mem_len=16, attn_layers=(0,))
-
 
 
 @register_model("sha_rnn")
@@ -319,41 +255,29 @@ class SHARNN(SequenceModel):
     """Single Headed Attention RNN (Merity 2019); equations and deviations in the module doc."""
 
     @classmethod
-    def default_config(cls) -> ml_collections.ConfigDict:
-        c = ml_collections.ConfigDict()
-        c.d_model = 1024  # embedding = LSTM hidden = attention width (authors' emsize)
-        c.d_ff = 4096  # Boom width, a multiple of d_model (authors' nhid)
-        c.num_layers = 4  # blocks (authors' nlayers)
-        c.attn_layers = (-2,)  # blocks with attention; negatives count from the end; () = none
-        c.mem_len = 5000  # m: normalised states kept; the last query of a segment sees m keys
-        c.mem_trim = "authors"  # s >= mem_len: authors (their mem[-(m - s):] slice) | window
-        c.dropout_input = 0.1  # on the embedding output (authors' dropouti)
-        c.dropout_hidden = 0.1  # after LSTM, attention, inside and after Boom (dropouth)
-        c.dropout_attn = 0.1  # on attention q and v (authors: dropouth)
-        c.dropout_attn_probs = 0.1  # on attention probabilities; >0 bypasses a fused kernel
-        c.dropout_output = 0.1  # on the last block's output, before the decoder (dropout)
-        c.impl = "auto"  # attention implementation: auto | xla | pallas | interpret
-        c.lstm_unroll = 1  # jax.lax.scan unroll of the LSTM over time
-        return c
+    def tiny_config(cls) -> dict:
+        return dict(num_layers=2, d_model=16, d_ff=32, mem_len=16, attn_layers=(0,))
 
     def __init__(
         self,
         *,
         vocab_size: int,
         rngs: nnx.Rngs,
-        d_model: int = 1024,
-        d_ff: int = 4096,
-        num_layers: int = 4,
+        d_model: int = 1024,  # embedding = LSTM hidden = attention width (authors' emsize)
+        d_ff: int = 4096,  # Boom width, a multiple of d_model (authors' nhid)
+        num_layers: int = 4,  # blocks (authors' nlayers)
+        # blocks with attention; negatives count from the end; () = none
         attn_layers: Sequence[int] = (-2,),
-        mem_len: int = 5000,
-        mem_trim: str = "authors",
-        dropout_input: float = 0.1,
-        dropout_hidden: float = 0.1,
-        dropout_attn: float = 0.1,
-        dropout_attn_probs: float = 0.1,
-        dropout_output: float = 0.1,
-        impl: str = "auto",
-        lstm_unroll: int = 1,
+        mem_len: int = 5000,  # m: normalised states kept; the last query of a segment sees m keys
+        mem_trim: str = "authors",  # s >= mem_len: authors (their mem[-(m - s):] slice) | window
+        dropout_input: float = 0.1,  # on the embedding output (authors' dropouti)
+        dropout_hidden: float = 0.1,  # after LSTM, attention, inside and after Boom (dropouth)
+        dropout_attn: float = 0.1,  # on attention q and v (authors: dropouth)
+        dropout_attn_probs: float = 0.1,  # on attention probabilities; >0 bypasses a fused kernel
+        dropout_output: float = 0.1,  # on the last block's output, before the decoder (dropout)
+        impl: str = "auto",  # attention implementation: auto | xla | pallas | interpret
+        lstm_unroll: int = 1,  # jax.lax.scan unroll of the LSTM over time
+        custom_vjp: bool = True,  # LSTM: hand-written backward (False: autodiff through lax.scan)
     ):
         if num_layers < 1:
             raise ConfigError(f"sha_rnn: num_layers must be >= 1, got {num_layers}")
@@ -378,6 +302,7 @@ class SHARNN(SequenceModel):
         self.dropout_output = dropout_output
         self.impl = impl
         self.lstm_unroll = lstm_unroll
+        self.custom_vjp = custom_vjp
         init_std = 0.1 / math.sqrt(d_model)
         self.embed = nnx.Param(_normal(init_std)(rngs.params(), (vocab_size, d_model)))
         self.blocks = nnx.List([
@@ -404,9 +329,9 @@ class SHARNN(SequenceModel):
         train: bool = False,
         key: jax.Array | None = None,
     ) -> tuple[Float[Array, "b s v"], SHARNNCarry]:
-        key = key if train else None
-        # one dropout key per site: fold_in(key, i), i = 0, 1 model-level, 8 n + j in block n
-        site = (lambda i: None) if key is None else (lambda i: jax.random.fold_in(key, i))
+        # one dropout key per site (layers.Keys): fold_in(key, i), i = 0, 1 model-level,
+        # 8 n + j in block n
+        site = Keys(key, train).at
         seg_len = tokens.shape[1]
         kv_start, new_count = memory_geometry(self.mem_len, seg_len, carry.mem_count,
                                               self.mem_trim)
@@ -415,7 +340,8 @@ class SHARNN(SequenceModel):
         h = dropout(jnp.take(embed, tokens, axis=0), self.dropout_input, site(0))
         new_lstm, new_memory, slot = [], [], 0
         for n, block in enumerate(self.blocks):
-            state, h = block.lstm(carry.lstm[n], block.ln_start(h), unroll=self.lstm_unroll)
+            h, state = block.lstm(carry.lstm[n], block.ln_start(h), unroll=self.lstm_unroll,
+                                  custom_vjp=self.custom_vjp)
             new_lstm.append(state)
             h = dropout(h, self.dropout_hidden, site(8 * n + 2))
             if block.attn is not None:
@@ -450,13 +376,6 @@ def resolve_attn_layers(attn_layers: Sequence[int], num_layers: int) -> tuple[in
 # ----------------------------------------------------------------------------- parameter count
 
 
-def count_params(model: ml_collections.ConfigDict, vocab_size: int = 256) -> int:
-    """Parameters of ``config.model`` (an ``sha_rnn`` model config), built abstractly."""
-    fields = {k: v for k, v in model.items() if k != "name"}
-    abstract = nnx.eval_shape(lambda: SHARNN(vocab_size=vocab_size, rngs=nnx.Rngs(0), **fields))
-    return sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(abstract, nnx.Param)))
-
-
 def paper_configs() -> dict[str, ml_collections.ConfigDict]:
     """The enwik8 model variants of the paper's table (no attention, single head, per layer)."""
     from recurrentlab.models.base import model_config
@@ -486,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     else:
         configs = paper_configs()
     for name, model in configs.items():
-        n = count_params(model, vocab_size=256)
+        n = config_params(model, vocab_size=256)
         print(f"{name}: {n:,} parameters ({n / 1e6:.2f}M), vocab 256")
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
@@ -79,48 +78,33 @@ class Block(nnx.Module):
         h = h + dropout(self.out(merge_heads(o)), dropout_rate, keys())
         m = self.fc2(dropout(jax.nn.gelu(self.fc1(self.ln_mlp(h))), dropout_rate, keys()))
         return h + dropout(m, dropout_rate, keys())
-    segments_compose = False  # sees one segment: a call over K segments sees across them
-
-    @classmethod
-    def tiny_config(cls) -> dict:
-        return dict(num_layers=1, d_model=16, num_heads=2, d_ff=32, max_len=16)
-
 
 
 @register_model("transformer")
 class Transformer(SequenceModel):
     """Pre-LN causal decoder over one segment; carry ``()``. See the module docstring."""
 
+    segments_compose = False  # sees one segment: a call over K segments sees across them
+
     @classmethod
-    def default_config(cls) -> ml_collections.ConfigDict:
-        c = ml_collections.ConfigDict()
-        c.num_layers = 12  # decoder blocks
-        c.d_model = 512  # residual width
-        c.num_heads = 8  # attention heads (head width d_model / num_heads)
-        c.d_ff = 2048  # MLP hidden width
-        c.dropout = 0.1  # residual, MLP and embedding dropout
-        c.attn_dropout = 0.0  # dropout on attention probabilities (reference path when on)
-        c.max_len = 1024  # learned position table size: the longest segment (rows incl. memory)
-        c.positions = "learned"  # learned | rotary
-        c.tie_weights = True  # output projection = embedding transposed
-        c.impl = "auto"  # attention op implementation: auto | xla | pallas | interpret
-        return c
+    def tiny_config(cls) -> dict:
+        return dict(num_layers=1, d_model=16, num_heads=2, d_ff=32, max_len=16)
 
     def __init__(
         self,
         *,
         vocab_size: int,
         rngs: nnx.Rngs,
-        num_layers: int = 12,
-        d_model: int = 512,
-        num_heads: int = 8,
-        d_ff: int = 2048,
-        dropout: float = 0.1,
-        attn_dropout: float = 0.0,
-        max_len: int = 1024,
-        positions: str = "learned",
-        tie_weights: bool = True,
-        impl: str = "auto",
+        num_layers: int = 12,  # decoder blocks
+        d_model: int = 512,  # residual width
+        num_heads: int = 8,  # attention heads (head width d_model / num_heads)
+        d_ff: int = 2048,  # MLP hidden width
+        dropout: float = 0.1,  # residual, MLP and embedding dropout
+        attn_dropout: float = 0.0,  # dropout on attention probabilities (reference path when on)
+        max_len: int = 1024,  # learned position table size: the longest segment (rows incl. memory)
+        positions: str = "learned",  # learned | rotary
+        tie_weights: bool = True,  # output projection = embedding transposed
+        impl: str = "auto",  # attention op implementation: auto | xla | pallas | interpret
     ):
         if d_model % num_heads:
             raise ConfigError(f"d_model {d_model} is not divisible by num_heads {num_heads}")

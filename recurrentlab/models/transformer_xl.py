@@ -68,7 +68,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
@@ -222,43 +221,26 @@ class TransformerXL(SequenceModel):
     """Transformer-XL language model; carry = per-layer caches. See the module docstring."""
 
     @classmethod
-    def default_config(cls) -> ml_collections.ConfigDict:
-    @classmethod
     def tiny_config(cls) -> dict:
         return dict(num_layers=1, d_model=16, num_heads=2, d_ff=32, mem_len=16)
-
-        c = ml_collections.ConfigDict()
-        c.num_layers = 12  # decoder layers
-        c.d_model = 512  # residual width
-        c.num_heads = 8  # attention heads
-        c.d_head = 0  # head width; 0 = d_model / num_heads
-        c.d_ff = 2048  # FFN hidden width (d_inner)
-        c.dropout = 0.1  # embedding, residual, FFN and output dropout
-        c.attn_dropout = 0.0  # dropatt: dropout on attention probabilities
-        c.mem_len = 128  # cached positions per layer (parameters do not depend on it)
-        c.clamp_len = 0  # relative distances beyond clamp_len use clamp_len; 0 = no clamp
-        c.same_length = False  # every query sees exactly mem_len keys (reference eval option)
-        c.tie_weights = True  # output projection = embedding transposed (plus a bias)
-        c.impl = "auto"  # attention op implementation (see recurrentlab.ops.dispatch)
-        return c
 
     def __init__(
         self,
         *,
         vocab_size: int,
         rngs: nnx.Rngs,
-        num_layers: int = 12,
-        d_model: int = 512,
-        num_heads: int = 8,
-        d_head: int = 0,
-        d_ff: int = 2048,
-        dropout: float = 0.1,
-        attn_dropout: float = 0.0,
-        mem_len: int = 128,
-        clamp_len: int = 0,
-        same_length: bool = False,
-        tie_weights: bool = True,
-        impl: str = "auto",
+        num_layers: int = 12,  # decoder layers
+        d_model: int = 512,  # residual width
+        num_heads: int = 8,  # attention heads
+        d_head: int = 0,  # head width; 0 = d_model / num_heads
+        d_ff: int = 2048,  # FFN hidden width (d_inner)
+        dropout: float = 0.1,  # embedding, residual, FFN and output dropout
+        attn_dropout: float = 0.0,  # dropatt: dropout on attention probabilities
+        mem_len: int = 128,  # cached positions per layer (parameters do not depend on it)
+        clamp_len: int = 0,  # relative distances beyond clamp_len use clamp_len; 0 = no clamp
+        same_length: bool = False,  # every query sees exactly mem_len keys (reference eval option)
+        tie_weights: bool = True,  # output projection = embedding transposed (plus a bias)
+        impl: str = "auto",  # attention op implementation (see recurrentlab.ops.dispatch)
     ):
         d_head = d_head or d_model // num_heads
         if d_head * num_heads == 0:

@@ -1,0 +1,306 @@
+"""The recurrent cells the models share: a PyTorch-layout LSTM and TensorFlow's BasicLSTMCell.
+
+Shape legend: b batch, t time, d a layer's input size, h its hidden size, g = 4h gate
+pre-activations.
+
+PyTorch-layout LSTM (gate order i, f, g, o as ``torch.nn.LSTM``, two biases, so torch weights
+copy over transposed), used by :mod:`~recurrentlab.models.lstm` (AWD-LSTM) and by every block
+of :mod:`~recurrentlab.models.sha_rnn`::
+
+    z_t = x_t W_ih + b_ih + b_hh + h_{t-1} W_hh          z_t: [b, 4h]
+    i, f, o = σ(z_i), σ(z_f), σ(z_o);   g = tanh(z_g)
+    c_t = f ∘ c_{t-1} + i ∘ g
+    h_t = o ∘ tanh(c_t)
+
+The input part ``x W_ih + b`` of a whole segment is one matmul before the time loop
+(:func:`input_projection`); only ``h_{t-1} W_hh`` runs inside ``jax.lax.scan``
+(:func:`lstm_recurrence`, step :func:`lstm_cell`). :func:`lstm_recurrence_fused` is the same
+recurrence with a hand-written backward pass (the reverse loop runs only ``dz_t W_hhᵀ``; the
+weight gradient is one large matmul after it). Matmuls run in the weights' dtype (float32 or
+bfloat16) with float32 accumulation (:func:`dot_f32`); gates, cell state and the carry stay
+float32. :class:`LSTMLayer` holds one layer's parameters, initialised as ``torch.nn.LSTM``
+(all four uniform ±1/√h, optionally chrono-initialised gate biases).
+
+TensorFlow ``BasicLSTMCell`` (:func:`basic_lstm_cell`), the NTM controller of Collier & Beel:
+one kernel over ``[x, h]``, one bias, gate order i, j, f, o and a constant forget bias added
+inside the cell::
+
+    i, j, f, o = [x_t, h_{t-1}] W + b
+    c_t = σ(f + forget_bias) ∘ c_{t-1} + σ(i) ∘ tanh(j)
+    h_t = tanh(c_t) ∘ σ(o)
+
+Both cells share the state :class:`LSTMState` ``(h, c)``, batch first.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Float
+
+
+class LSTMState(NamedTuple):
+    """State of one LSTM layer, batch first."""
+
+    h: Float[Array, "b h"]
+    c: Float[Array, "b h"]
+
+
+class LSTMWeights(NamedTuple):
+    """One layer's weights in ``x @ W`` layout: ``w_ih = torch weight_ih_l0.T`` etc."""
+
+    w_ih: Float[Array, "d g"]
+    w_hh: Float[Array, "h g"]
+    b_ih: Float[Array, " g"]
+    b_hh: Float[Array, " g"]
+
+
+def dot_f32(x: jax.Array, w: jax.Array) -> jax.Array:
+    """``x @ w`` in ``w``'s dtype with float32 accumulation and result.
+
+    Leading axes are flattened first so that the matmul, and both matmuls of its gradient,
+    are plain 2-D products (XLA's CPU backend is markedly slower on batched contractions).
+    """
+    lead = x.shape[:-1]
+    y = jnp.matmul(x.reshape(-1, x.shape[-1]).astype(w.dtype), w,
+                   preferred_element_type=jnp.float32)
+    return y.reshape(*lead, w.shape[-1])
+
+
+def gate_activations(z: Float[Array, "b g"]) -> Float[Array, "b g"]:
+    """σ on the i, f, o blocks and tanh on the g block of ``z = [z_i, z_f, z_g, z_o]``."""
+    zi, zf, zg, zo = jnp.split(z, 4, axis=-1)
+    return jnp.concatenate(
+        [jax.nn.sigmoid(zi), jax.nn.sigmoid(zf), jnp.tanh(zg), jax.nn.sigmoid(zo)], axis=-1
+    )
+
+
+def lstm_cell(
+    w_hh: Float[Array, "h g"], state: LSTMState, x_proj_t: Float[Array, "b g"]
+) -> LSTMState:
+    """One LSTM step; ``x_proj_t = x_t W_ih + b_ih + b_hh`` is precomputed."""
+    a = gate_activations(x_proj_t + dot_f32(state.h, w_hh))
+    i, f, g, o = jnp.split(a, 4, axis=-1)
+    c = f * state.c + i * g
+    return LSTMState(o * jnp.tanh(c), c)
+
+
+def input_projection(
+    weights: LSTMWeights, xs: Float[Array, "... d"]
+) -> Float[Array, "... g"]:
+    """``x W_ih + b_ih + b_hh`` for every time step at once (one matmul), float32."""
+    return dot_f32(xs, weights.w_ih) + (weights.b_ih + weights.b_hh).astype(jnp.float32)
+
+
+def lstm_recurrence(
+    w_hh: Float[Array, "h g"],
+    state: LSTMState,
+    x_proj: Float[Array, "t b g"],
+    *,
+    unroll: int = 1,
+) -> tuple[Float[Array, "t b h"], LSTMState]:
+    """Run :func:`lstm_cell` over time with ``jax.lax.scan`` (time-major); autodiff path."""
+
+    def step(carry, xp):
+        new = lstm_cell(w_hh, carry, xp)
+        return new, new.h
+
+    final, hs = jax.lax.scan(step, state, x_proj, unroll=unroll)
+    return hs, final
+
+
+# --- fused backward -------------------------------------------------------------------
+
+
+def _fused_forward(w_hh, h0, c0, x_proj, unroll):
+    def step(carry, xp):
+        h, c = carry
+        a = gate_activations(xp + dot_f32(h, w_hh))
+        i, f, g, o = jnp.split(a, 4, axis=-1)
+        c = f * c + i * g
+        h = o * jnp.tanh(c)
+        return (h, c), (h, c, a)
+
+    (h_t, c_t), (hs, cs, acts) = jax.lax.scan(step, (h0, c0), x_proj, unroll=unroll)
+    return hs, h_t, c_t, (cs, acts)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _recurrence_fused(w_hh, h0, c0, x_proj, unroll):
+    hs, h_t, c_t, _ = _fused_forward(w_hh, h0, c0, x_proj, unroll)
+    return hs, h_t, c_t
+
+
+def _recurrence_fused_fwd(w_hh, h0, c0, x_proj, unroll):
+    hs, h_t, c_t, (cs, acts) = _fused_forward(w_hh, h0, c0, x_proj, unroll)
+    return (hs, h_t, c_t), (w_hh, h0, c0, hs, cs, acts)
+
+
+def _recurrence_fused_bwd(unroll, residuals, cotangents):
+    w_hh, h0, c0, hs, cs, acts = residuals
+    d_hs, d_ht, d_ct = cotangents
+    c_prev = jnp.concatenate([c0[None], cs[:-1]], axis=0)
+    w_hh_t = w_hh.T
+
+    def step(carry, inputs):
+        dh_next, dc_next = carry
+        dh_out, a, c, cp = inputs
+        dh = dh_out + dh_next
+        i, f, g, o = jnp.split(a, 4, axis=-1)
+        tanh_c = jnp.tanh(c)
+        dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
+        dz = jnp.concatenate(
+            [
+                dc * g * i * (1.0 - i),
+                dc * cp * f * (1.0 - f),
+                dc * i * (1.0 - g * g),
+                dh * tanh_c * o * (1.0 - o),
+            ],
+            axis=-1,
+        )
+        return (dot_f32(dz, w_hh_t), dc * f), dz
+
+    (dh0, dc0), dz = jax.lax.scan(
+        step, (d_ht, d_ct), (d_hs, acts, cs, c_prev), reverse=True, unroll=unroll
+    )
+    h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
+    t, b, h = h_prev.shape
+    dw_hh = jnp.matmul(
+        h_prev.reshape(t * b, h).T, dz.reshape(t * b, 4 * h), preferred_element_type=jnp.float32
+    )
+    return dw_hh.astype(w_hh.dtype), dh0.astype(h0.dtype), dc0.astype(c0.dtype), dz
+
+
+_recurrence_fused.defvjp(_recurrence_fused_fwd, _recurrence_fused_bwd)
+
+
+def lstm_recurrence_fused(
+    w_hh: Float[Array, "h g"],
+    state: LSTMState,
+    x_proj: Float[Array, "t b g"],
+    *,
+    unroll: int = 1,
+) -> tuple[Float[Array, "t b h"], LSTMState]:
+    """:func:`lstm_recurrence` with a hand-written backward pass (same values, same grads).
+
+    Backward, with ``a = [i, f, g, o]`` saved from the forward pass::
+
+        dh_t = ∂L/∂h_t (output) + dz_{t+1} W_hhᵀ
+        dc_t = dc_{t+1} ∘ f_{t+1} + dh_t ∘ o ∘ (1 - tanh²c_t)
+        dz_t = [dc∘g∘i(1-i), dc∘c_{t-1}∘f(1-f), dc∘i(1-g²), dh∘tanh c_t∘o(1-o)]
+        dW_hh = Σ_t h_{t-1}ᵀ dz_t   (one [h, t·b] × [t·b, 4h] matmul after the loop)
+
+    ``dz`` is also the gradient of ``x_proj``, so autodiff of :func:`input_projection`
+    turns it into ``dW_ih`` and ``dx`` as single matmuls too.
+    """
+    hs, h_t, c_t = _recurrence_fused(
+        w_hh, state.h.astype(jnp.float32), state.c.astype(jnp.float32), x_proj, unroll
+    )
+    return hs, LSTMState(h_t, c_t)
+
+
+def lstm_layer(
+    weights: LSTMWeights,
+    state: LSTMState,
+    xs: Float[Array, "b t d"],
+    *,
+    time_major: bool = False,
+    unroll: int = 1,
+    custom_vjp: bool = False,
+) -> tuple[Float[Array, "b t h"], LSTMState]:
+    """One LSTM layer over a sequence: input projection, then the recurrence.
+
+    ``xs`` is ``[b, t, d]`` (``[t, b, d]`` with ``time_major=True``); outputs follow the
+    same layout. Returns all hidden states and the final state.
+    """
+    if not time_major:
+        xs = jnp.swapaxes(xs, 0, 1)
+    x_proj = input_projection(weights, xs)
+    run = lstm_recurrence_fused if custom_vjp else lstm_recurrence
+    hs, final = run(weights.w_hh, state, x_proj, unroll=unroll)
+    if not time_major:
+        hs = jnp.swapaxes(hs, 0, 1)
+    return hs, final
+
+
+# --- parameters of one PyTorch-layout layer ------------------------------------------
+
+
+def uniform(rngs: nnx.Rngs, shape: tuple[int, ...], bound: float) -> jax.Array:
+    """U(-bound, bound), float32, from the next ``rngs.params()`` key."""
+    return jax.random.uniform(rngs.params(), shape, jnp.float32, -bound, bound)
+
+
+def chrono_biases(
+    key: jax.Array, hidden_dim: int, max_lag: int, b_ih: jax.Array, b_hh: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Chrono initialisation (Tallec & Ollivier 2018, "Can recurrent neural networks warp
+    time?", eq. 16): forget-gate bias ``b_f ~ log(U[1, T_max - 1])`` and input-gate bias
+    ``b_i = -b_f``, so unit i starts with a characteristic memory time between 1 and
+    ``T_max`` steps. With torch's two bias vectors the whole value goes into ``b_ih`` and the
+    ``b_hh`` entries of the i and f blocks are 0. ``max_lag`` must be >= 3.
+    """
+    h = hidden_dim
+    b_f = jnp.log(jax.random.uniform(key, (h,), jnp.float32, 1.0, max_lag - 1.0))
+    b_ih = b_ih.at[:h].set(-b_f).at[h:2 * h].set(b_f)
+    b_hh = b_hh.at[:2 * h].set(0.0)
+    return b_ih, b_hh
+
+
+class LSTMLayer(nnx.Module):
+    """Parameters of one single-layer LSTM, initialised as ``torch.nn.LSTM``."""
+
+    def __init__(self, in_dim: int, hidden_dim: int, *, rngs: nnx.Rngs, chrono_init: int = 0):
+        bound = 1.0 / math.sqrt(hidden_dim)
+        g = 4 * hidden_dim
+        self.hidden_dim = hidden_dim
+        self.w_ih = nnx.Param(uniform(rngs, (in_dim, g), bound))
+        self.w_hh = nnx.Param(uniform(rngs, (hidden_dim, g), bound))
+        b_ih = uniform(rngs, (g,), bound)
+        b_hh = uniform(rngs, (g,), bound)
+        if chrono_init:
+            b_ih, b_hh = chrono_biases(rngs.params(), hidden_dim, chrono_init, b_ih, b_hh)
+        self.b_ih = nnx.Param(b_ih)
+        self.b_hh = nnx.Param(b_hh)
+
+    def weights(self, dtype=jnp.float32) -> LSTMWeights:
+        """The weights in ``dtype`` (the matmul dtype); biases stay float32."""
+        return LSTMWeights(
+            self.w_ih[...].astype(dtype), self.w_hh[...].astype(dtype),
+            self.b_ih[...], self.b_hh[...],
+        )
+
+    def __call__(
+        self,
+        state: LSTMState,
+        xs: Float[Array, "b t d"],
+        *,
+        dtype=jnp.float32,
+        unroll: int = 1,
+        custom_vjp: bool = True,
+    ) -> tuple[Float[Array, "b t h"], LSTMState]:
+        """:func:`lstm_layer` over a batch-first segment with these weights."""
+        return lstm_layer(self.weights(dtype), state, xs, unroll=unroll, custom_vjp=custom_vjp)
+
+
+# --- TensorFlow BasicLSTMCell (the NTM controller) ----------------------------------------
+
+
+def basic_lstm_cell(
+    kernel: Float[Array, "d+h g"],
+    bias: Float[Array, " g"],
+    x: Float[Array, "b d"],
+    state: LSTMState,
+    forget_bias: float = 1.0,
+) -> LSTMState:
+    """TensorFlow ``BasicLSTMCell``: ``i, j, f, o = [x, h] W + b``;
+    ``c' = sigmoid(f + forget_bias) c + sigmoid(i) tanh(j)``, ``h' = tanh(c') sigmoid(o)``."""
+    z = jnp.concatenate([x, state.h], axis=-1) @ kernel + bias
+    i, j, f, o = jnp.split(z, 4, axis=-1)
+    c = jax.nn.sigmoid(f + forget_bias) * state.c + jax.nn.sigmoid(i) * jnp.tanh(j)
+    return LSTMState(h=jnp.tanh(c) * jax.nn.sigmoid(o), c=c)
