@@ -86,7 +86,8 @@ def get_config(arg: str | None = None):
         max_len=5 if small else 20,
         eval_windows=4 if small else 20,  # 20 x 32 = 640 held-out episodes (small: 128)
         # small: length generalisation; full: held-out episodes of the training lengths (the
-        # convergence criterion); longer lengths with copy_lengths.py or `recurrentlab eval`
+        # convergence criterion); longer lengths with experiments/reports/ntm_copy.py or
+        # `recurrentlab eval`
         eval_overrides=dict(min_len=6, max_len=10) if small else {},
     )
     dataset = build_dataset(c.data, seed=0)

@@ -5,13 +5,14 @@
 ``get_config(arg)``, arg ``<task>[-<segments>][-mem<M>]``: task ``copy``, ``reverse`` or
 ``associative_retrieval``; the episode (inputs of the longest episode) is cut into
 ``segments`` equal segments (defaults: copy 6, reverse 4, associative_retrieval 2, the
-paper's hardest settings reported in MODELS.md); M memory tokens (default 10).
+paper's hardest settings, Bulatov et al. 2022); M memory tokens (default 10).
 
 Setup (booydar/LM-RMT ``run_copy.sh``, ``run_reverse*.sh``, ``train_synthetic.py``): 4 layers,
 d 128, 4 heads of width 64, d_inner 256, dropout 0.1, Adam 1e-4, batch 32, clip 0.25,
 Transformer-XL backbone without cache, memory tokens at both ends; the gradient flows through
 all segments of an episode (``bptt_segments`` = segments, a fresh memory per episode).
-923,406 parameters at the copy vocabulary of 14 (the shared initial memory is not trained).
+924,686 parameters at the copy vocabulary of 14: the backbone's 923,406 and the trained
+initial memory (10 x 128).
 
 Tasks (recurrentlab.data synthetic): ``reverse`` x_1..x_24 <sep> [x_24..x_1] over 10 symbols,
 teacher forcing, as the authors' generator; ``associative_retrieval`` 4 key-value pairs then a
@@ -20,7 +21,7 @@ Deviation: the authors' copy answers the sequence twice ([sep, x, x]); ours answ
 The authors train up to 400k steps with the learning rate halved on validation plateaus down
 to 1e-6; here 50k steps with a cosine decay to 1e-6.
 
-Expected result (RMT paper, via MODELS.md): copy over 6 segments reaches accuracy 1.0 in most
+Expected result (RMT paper, Bulatov et al. 2022): copy over 6 segments reaches accuracy 1.0 in most
 seeds (Transformer-XL 0.30-0.86); reverse over 4 segments 1.0 (XL 0.78-0.88). Seeds fail
 often: run several (``--config.seed``). Expected runtime: not timed yet (about 0.9M parameters,
 a step runs 32 episodes of about 50 tokens plus 4M memory rows per segment).

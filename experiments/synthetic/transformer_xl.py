@@ -17,7 +17,7 @@ Transformer-XL, so ``bptt_segments`` only groups the segments of an episode in o
 Tasks and deviations: see ``experiments/synthetic/rmt.py`` (copy answers the sequence once;
 cosine decay instead of plateau halving).
 
-Expected result (RMT paper, via MODELS.md): copy over 6 segments 0.30-0.86 accuracy; reverse
+Expected result (RMT paper, Bulatov et al. 2022): copy over 6 segments 0.30-0.86 accuracy; reverse
 over 4 segments 0.78-0.88; run several seeds. Expected runtime: not timed yet.
 """
 
