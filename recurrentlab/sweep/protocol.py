@@ -167,8 +167,8 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
         for f in fields:
             if f not in ("model.name", LR_FIELD, "train.segment_len", "train.bptt_segments"):
                 out[f.split(".")[-1]] = row[f]
-        if "horizon" in row:
-            out["horizon"] = row["horizon"]
+        if "horizon" in row and not math.isnan(row["horizon"]):
+            out["horizon"] = int(row["horizon"])  # tokens
         if LR_FIELD in row:
             out["lr"] = row[LR_FIELD]
         if accuracy:
