@@ -55,9 +55,9 @@ rtrl 408 + 71 + 175 s, each other run 15-33 s), as ``recurrentlab results`` prin
 | control | carry_gradient | horizon | accuracy | solved | steps to solve | tokens/s | capability |
 |---|---|---:|---:|---:|---:|---:|---|
 | yes | none | 16 | 0.951 ± 0.074 | 2/3 | 800 ± 0 | 316,316 | ok |
-|  | none | 2.000 | 0.184 ± 0.031 | 0/3 |  | 150,743 | ok |
-|  | snap1 | 2.000 | 0.892 ± 0.151 | 1/3 | 2,100 | 31,223 |  |
-|  | rtrl | 2.000 | 0.941 ± 0.098 | 2/3 | 900 ± 707 | 991 |  |
+|  | none | 2 | 0.184 ± 0.031 | 0/3 |  | 150,743 | ok |
+|  | snap1 | 2 | 0.892 ± 0.151 | 1/3 | 2,100 | 31,223 |  |
+|  | rtrl | 2 | 0.941 ± 0.098 | 2/3 | 900 ± 707 | 991 |  |
 
 accuracy: test, mean ± std over seeds; chance 0.125; 2,638 parameters; steps to solve:
 mean over the seeds that solved (accuracy >= 0.99 on validation, checked every 100 steps)
