@@ -61,14 +61,15 @@ class LSTMWeights(NamedTuple):
 
 
 def dot_f32(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``x @ w`` in ``w``'s dtype with float32 accumulation and result.
+    """``x @ w`` in ``w``'s dtype with float32 accumulation and result (float64 when ``w`` is
+    float64, as in the float64 cross-checks against the reference code).
 
     Leading axes are flattened first so that the matmul, and both matmuls of its gradient,
     are plain 2-D products (XLA's CPU backend is markedly slower on batched contractions).
     """
     lead = x.shape[:-1]
     y = jnp.matmul(x.reshape(-1, x.shape[-1]).astype(w.dtype), w,
-                   preferred_element_type=jnp.float32)
+                   preferred_element_type=jnp.promote_types(jnp.float32, w.dtype))
     return y.reshape(*lead, w.shape[-1])
 
 
@@ -94,7 +95,8 @@ def input_projection(
     weights: LSTMWeights, xs: Float[Array, "... d"]
 ) -> Float[Array, "... g"]:
     """``x W_ih + b_ih + b_hh`` for every time step at once (one matmul), float32."""
-    return dot_f32(xs, weights.w_ih) + (weights.b_ih + weights.b_hh).astype(jnp.float32)
+    bias = weights.b_ih + weights.b_hh
+    return dot_f32(xs, weights.w_ih) + bias.astype(jnp.promote_types(jnp.float32, bias.dtype))
 
 
 def lstm_recurrence(
@@ -171,7 +173,8 @@ def _recurrence_fused_bwd(unroll, residuals, cotangents):
     h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
     t, b, h = h_prev.shape
     dw_hh = jnp.matmul(
-        h_prev.reshape(t * b, h).T, dz.reshape(t * b, 4 * h), preferred_element_type=jnp.float32
+        h_prev.reshape(t * b, h).T, dz.reshape(t * b, 4 * h),
+        preferred_element_type=jnp.promote_types(jnp.float32, dz.dtype)
     )
     return dw_hh.astype(w_hh.dtype), dh0.astype(h0.dtype), dc0.astype(c0.dtype), dz
 
@@ -198,8 +201,9 @@ def lstm_recurrence_fused(
     ``dz`` is also the gradient of ``x_proj``, so autodiff of :func:`input_projection`
     turns it into ``dW_ih`` and ``dx`` as single matmuls too.
     """
+    carry_dtype = jnp.promote_types(jnp.float32, x_proj.dtype)  # float64 in float64 checks
     hs, h_t, c_t = _recurrence_fused(
-        w_hh, state.h.astype(jnp.float32), state.c.astype(jnp.float32), x_proj, unroll
+        w_hh, state.h.astype(carry_dtype), state.c.astype(carry_dtype), x_proj, unroll
     )
     return hs, LSTMState(h_t, c_t)
 
@@ -268,8 +272,10 @@ class LSTMLayer(nnx.Module):
         self.b_ih = nnx.Param(b_ih)
         self.b_hh = nnx.Param(b_hh)
 
-    def weights(self, dtype=jnp.float32) -> LSTMWeights:
-        """The weights in ``dtype`` (the matmul dtype); biases stay float32."""
+    def weights(self, dtype=None) -> LSTMWeights:
+        """The weights in ``dtype`` (the matmul dtype; None: the parameters' own dtype, float32
+        in training, float64 in the float64 cross-checks); biases keep their dtype."""
+        dtype = dtype or self.w_ih[...].dtype
         return LSTMWeights(
             self.w_ih[...].astype(dtype), self.w_hh[...].astype(dtype),
             self.b_ih[...], self.b_hh[...],
@@ -280,7 +286,7 @@ class LSTMLayer(nnx.Module):
         state: LSTMState,
         xs: Float[Array, "b t d"],
         *,
-        dtype=jnp.float32,
+        dtype=None,
         unroll: int = 1,
         custom_vjp: bool = True,
     ) -> tuple[Float[Array, "b t h"], LSTMState]:
