@@ -132,7 +132,12 @@ class Checkpoints:
         # The write finishes in the background while training goes on, and the train step
         # donates (overwrites in place) the state it is given: save a copy of its own (a
         # runtime copy; jnp.copy would compile a program per leaf shape at the first save).
-        named = flatten_named(jax.device_put(state, may_alias=False))
+        # Each leaf goes to its own sharding: a multi-process array is not fully addressable,
+        # and device_put without a target would refuse it.
+        copy = jax.tree.map(
+            lambda x: jax.device_put(x, x.sharding, may_alias=False)
+            if isinstance(x, jax.Array) else x, state)
+        named = flatten_named(copy)
         self._manager.save(
             step,
             args=ocp.args.Composite(
