@@ -30,6 +30,12 @@ Peers:
 * ``jax_rnn``: ``jax.experimental.rnn.lstm`` (cuDNN) inside the same kind of jitted step; GPU
   only.
 
+For ``sha_rnn`` and ``ntm`` entries, ``torch`` is the authors'-style torch model of
+:mod:`recurrentlab.bench.torch_peers` (Smerity/sha-rnn ``model.py``; loudinthecloud/pytorch-ntm's
+per-step loop with its per-row circular shift), started from our model's initial weights and
+computing the same loss, dropout included; ``torch_batched_shift`` (ntm only) is that NTM with
+the shift of all rows in one grouped ``conv1d``. CPU only.
+
 A peer that is not installed or does not run on this backend is reported as skipped with the
 reason; a peer only applies to an ``lstm`` entry whose dropout rates are all zero (peers have
 no dropout) and whose matmuls are float32.
@@ -50,7 +56,9 @@ from flax import nnx
 
 from recurrentlab.bench import measure
 
-PEERS = ("lstm_scan", "flax", "torch", "torch_aten", "matmul_floor", "jax_rnn")
+PEERS = ("lstm_scan", "flax", "torch", "torch_aten", "matmul_floor", "jax_rnn",
+         "torch_batched_shift")
+TORCH_MODELS = ("sha_rnn", "ntm")  # models with an authors'-style torch peer (torch_peers.py)
 _DROPOUTS = ("dropout", "dropouth", "dropouti", "dropoute", "wdrop")
 
 
@@ -72,6 +80,14 @@ def lstm_shapes(model: ml_collections.ConfigDict) -> dict[str, Any]:
 
 def applies(peer: str, model: ml_collections.ConfigDict) -> str | None:
     """``None`` if ``peer`` can run the entry's model, else why not."""
+    if model.name in TORCH_MODELS and peer in ("torch", "torch_batched_shift"):
+        if peer == "torch_batched_shift" and model.name != "ntm":
+            return "torch_batched_shift is a variant of the NTM peer"
+        from recurrentlab.bench import torch_peers
+
+        return torch_peers.applies(model)
+    if peer == "torch_batched_shift":
+        return "torch_batched_shift is a variant of the NTM peer"
     if model.name != "lstm":
         return "peers exist for the lstm model only"
     if any(float(model.get(k, 0.0)) > 0 for k in _DROPOUTS):
@@ -87,8 +103,11 @@ def applies(peer: str, model: ml_collections.ConfigDict) -> str | None:
 
 def available(peer: str) -> str | None:
     """``None`` if ``peer`` can run here, else why not."""
-    if peer in ("torch", "torch_aten") and importlib.util.find_spec("torch") is None:
+    if (peer in ("torch", "torch_aten", "torch_batched_shift")
+            and importlib.util.find_spec("torch") is None):
         return "torch is not installed"
+    if peer == "torch_batched_shift" and jax.default_backend() != "cpu":
+        return "the torch NTM peer runs on CPU"
     if peer == "torch_aten" and jax.default_backend() != "cpu":
         return "torch_aten is the CPU path without oneDNN; on a GPU torch runs cuDNN"
     if peer == "jax_rnn":
@@ -388,6 +407,12 @@ def prepare_peer(peer: str, config: ml_collections.ConfigDict, vocab_size: int, 
     reason = available(peer) or applies(peer, config.model)
     if reason is not None:
         return reason
+    if config.model.name in TORCH_MODELS:  # torch or torch_batched_shift (applies said so)
+        from recurrentlab.bench import torch_peers
+
+        return torch_peers.prepare(config, vocab_size, steps_per_repeat=steps_per_repeat,
+                                   threads=threads,
+                                   batched_shift=peer == "torch_batched_shift")
     if peer in ("torch", "torch_aten"):
         return prepare_torch(config, vocab_size, steps_per_repeat=steps_per_repeat,
                              threads=threads, onednn=peer == "torch")

@@ -1,0 +1,52 @@
+"""SHA-RNN and NTM training throughput against authors'-style torch peers, on CPU.
+
+    recurrentlab bench --config experiments/bench/recurrent_vs_torch.py --out runs/bench/rvt
+    recurrentlab bench --config experiments/bench/recurrent_vs_torch.py:tiny --out runs/rvt_tiny
+
+The peers are ours to read in ``recurrentlab/bench/torch_peers.py``: a SHA-RNN in the layout of
+Smerity/sha-rnn ``model.py`` and an NTM with loudinthecloud/pytorch-ntm's per-step Python loop,
+each started from our model's initial weights and computing the same loss (checked in
+``tests/test_torch_peers.py``), trained with ``torch.optim.Adam``. Both sides are compiled or
+built first, then timed interleaved in one process (``measure.interleaved_times``), so load from
+other work falls on both alike; read the ratio column (ours ÷ peer, training tokens/s).
+
+Shapes (issue 19):
+
+* ``sha_rnn``: E = 256, 4 blocks (attention in the third, as the authors), Boom 1024, T = 128,
+  B = 16, memory 512 (so every query of a full segment sees 512 keys), every dropout 0.1, Adam.
+* ``ntm_b32`` / ``ntm_b1``: the copy task's NTM (LSTM controller 100, memory 128 x 20, one read
+  and one write head, shifts -1..1, 8-bit symbols in bits mode), an episode of 2 L + 1 = 41
+  steps for L = 20, batch 32 and batch 1, Adam. Peers: ``torch`` (pytorch-ntm's shift, one
+  ``conv1d`` per batch row) and ``torch_batched_shift`` (one grouped ``conv1d`` for the batch).
+
+Targets: ``sha_rnn`` >= 1.3, ``ntm_b32`` >= 20, ``ntm_b1`` >= 25 (vs ``torch``).
+Expected runtime: 2-4 minutes on a 2-core CPU.
+"""
+
+from recurrentlab.bench import bench_config, entry
+from recurrentlab.models import model_config
+
+
+def get_config(arg: str | None = None):
+    tiny = arg == "tiny"
+    c = bench_config("throughput")
+    c.vocab_size = 256  # bytes; the NTM reads them as 8 bits
+    c.warmup = 1  # untimed repeats after compilation
+    c.repeats = 2 if tiny else 3  # timed repeats, interleaved, median reported
+    c.steps_per_repeat = 1  # train steps per repeat
+    c.generate_tokens = 0  # training throughput only
+    c.threads = 0  # torch threads = XLA's pool size
+    c.peers = ("torch", "torch_batched_shift")  # torch_batched_shift: ntm rows only
+    c.entries.sha_rnn = entry(
+        model_config("sha_rnn", d_model=16 if tiny else 256, d_ff=32 if tiny else 1024,
+                     num_layers=4, mem_len=8 if tiny else 512),  # dropouts: 0.1 (defaults)
+        batch_size=2 if tiny else 16, segment_len=4 if tiny else 128, bptt_segments=1,
+        optimizer="adam", lr=1e-3)
+    ntm = model_config("ntm", controller_size=8 if tiny else 100,
+                       memory_slots=8 if tiny else 128, memory_width=4 if tiny else 20,
+                       input_mode="bits")  # 1 read + 1 write head, shifts -1..1 (defaults)
+    for label, batch in (("ntm_b32", 32), ("ntm_b1", 1)):
+        c.entries[label] = entry(ntm, batch_size=2 if tiny else batch,
+                                 segment_len=5 if tiny else 41, bptt_segments=1,
+                                 optimizer="adam", lr=1e-3)
+    return c
