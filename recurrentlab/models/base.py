@@ -137,6 +137,33 @@ class SequenceModel(nnx.Module):
         return logits, carry, jnp.zeros((), jnp.float32)
 
 
+    # --- generation one token per call (recurrentlab.sample) --------------------------------
+
+    #: The model implements :meth:`decode_init` / :meth:`decode_step` (a property where it
+    #: depends on the configuration). Without them generation re-runs the partial segment.
+    decode_supported: ClassVar[bool] = False
+
+    def decode_init(self, carry: Carry, batch_size: int, segment_len: int) -> Any:
+        """The decode state of ``batch_size`` streams at a segment boundary, from the carry.
+
+        Generation follows the training segmentation: inside a segment of ``segment_len``
+        tokens position ``t`` sees the carry of the previous boundary and tokens ``0..t``.
+        The state holds what a step needs for that (a recurrent state, or per-layer
+        key/value caches preallocated to the segment and a position index).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no per-token decoding")
+
+    def decode_step(self, token: jax.Array, state: Any) -> tuple[jax.Array, Any]:
+        """``(logits Float[b, v], state)`` for the next token Int[b] of the segment: the logits
+        :meth:`__call__` gives at that position of the segment, from one step's work."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-token decoding")
+
+    def decode_carry(self, state: Any) -> Carry | None:
+        """The carry after a full segment, read off the decode state where it is the carry
+        (recurrent models); ``None``: generation runs the segment through the model."""
+        return None
+
+
 def reset_carry(carry: Carry, fresh: Carry, reset: jax.Array) -> Carry:
     """Replace the carry of the streams where ``reset`` (Bool[B]) is true by ``fresh``."""
 

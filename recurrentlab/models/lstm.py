@@ -421,6 +421,36 @@ class LSTM(SequenceModel):
                                  alpha=self.ar_alpha, beta=self.tar_beta)
         return out.logits, out.carry, penalty
 
+    # --- generation (recurrentlab.sample): one cell step per token ----------------------
+
+    decode_supported = True
+
+    def decode_init(self, carry: tuple[LSTMState, ...], batch_size: int,
+                    segment_len: int) -> tuple[LSTMState, ...]:
+        """The decode state is the carry itself."""
+        del batch_size, segment_len
+        return carry
+
+    def decode_step(
+        self, token: Int[Array, " b"], state: tuple[LSTMState, ...]
+    ) -> tuple[Float[Array, "b v"], tuple[LSTMState, ...]]:
+        """One token through every layer (:func:`lstm_cell`) and the decoder, no dropout."""
+        dtype = _DTYPES[self.dtype]
+        table = self.embedding[...]
+        x = jnp.take(table, token, axis=0)
+        new_state = []
+        for layer, layer_state in zip(self.layers, state, strict=True):
+            weights = layer.weights(dtype)
+            layer_state = lstm_cell(weights.w_hh, layer_state, input_projection(weights, x))
+            new_state.append(layer_state)
+            x = layer_state.h
+        decoder = table.T if self.tie_weights else self.decoder[...]
+        logits = dot_f32(x, decoder.astype(dtype)) + self.decoder_bias[...]
+        return logits, tuple(new_state)
+
+    def decode_carry(self, state: tuple[LSTMState, ...]) -> tuple[LSTMState, ...]:
+        return state
+
     # --- train.carry_gradient ------------------------------------------------------------
 
     def influence_filter(self):

@@ -429,6 +429,28 @@ class NTM(SequenceModel):
         carry, out = self._scan(tokens, carry, trace=False)
         return self.output_logits(out), carry
 
+    # -- generation (recurrentlab.sample): one ntm_step per token -------------------------
+
+    decode_supported = True
+
+    def decode_init(self, carry: NTMState, batch_size: int, segment_len: int) -> NTMState:
+        """The decode state is the carry itself."""
+        del batch_size, segment_len
+        return carry
+
+    def decode_step(self, token: Int[Array, " b"], state: NTMState
+                    ) -> tuple[Float[Array, "b V"], NTMState]:
+        """One :func:`ntm_step` (a fresh row's initial state refilled first, as a call does)."""
+        state = self._refill_start(state)
+        state, out, _ = ntm_step(
+            self._weights(), state, self.input_features(token[:, None])[:, 0],
+            num_read=self.num_read_heads, num_write=self.num_write_heads,
+            radius=self.shift_radius, clip=self.clip, impl=self.impl)
+        return self.output_logits(out), state
+
+    def decode_carry(self, state: NTMState) -> NTMState:
+        return state
+
     def trace(self, tokens: Int[Array, "b s"], carry: NTMState) -> tuple[NTMTrace, NTMState]:
         """Run a segment and return every step's memory, weightings, reads, erase/add vectors."""
         carry, (out, memory, read_w, write_w, reads, erase, add) = self._scan(

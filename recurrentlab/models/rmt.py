@@ -81,9 +81,9 @@ from jaxtyping import Array, Float, Int
 
 from recurrentlab.errors import ConfigError
 from recurrentlab.models.base import SequenceModel, register_model
-from recurrentlab.models.layers import Keys, dropout
+from recurrentlab.models.layers import Keys, dropout, sinusoid
 from recurrentlab.models.transformer import Transformer
-from recurrentlab.models.transformer_xl import TransformerXL, XLCarry
+from recurrentlab.models.transformer_xl import TransformerXL, XLCarry, XLDecodeState
 from recurrentlab.ops.attention import MaskSpec
 
 MEM_INITS = ("shared_random", "learned", "shared_fixed")
@@ -232,6 +232,72 @@ class RMT(SequenceModel):
         started = jnp.ones((b,), bool)
         return logits, RMTCarry(memory=new_memory.astype(carry.memory.dtype), started=started,
                                 xl=xl)
+
+    # --- generation (recurrentlab.sample): cached keys/values inside a segment ----------
+    # A segment row sees the read-memory rows (and the XL cache) and the segment causally,
+    # never the write rows, so a segment's keys are [cache; read memory; segment].
+
+    decode_supported = True
+
+    def decode_init(self, carry: RMTCarry, batch_size: int, segment_len: int) -> Any:
+        """The backbone's decode state with the read-memory rows in its caches."""
+        m, bb = self.num_mem_tokens, self.backbone
+        init = self.initial_memory(batch_size).astype(carry.memory.dtype)
+        memory = jnp.where(carry.started[:, None, None], carry.memory, init)
+        if self.kind == "transformer":
+            bb.check_rows(segment_len + 2 * m)
+            cache = bb.empty_cache(batch_size, m + segment_len)
+            return bb.decode_rows(memory, cache, causal=False)[1]  # read rows see each other
+        xl = carry.xl if self.mem_len else bb.init_carry(batch_size)
+        inputs = self._read_row_inputs(memory, xl, segment_len)
+        pad = jnp.zeros((batch_size, bb.num_heads, segment_len, bb.d_head), jnp.float32)
+        ks, vs = [], []
+        for layer, cache, x in zip(bb.layers, xl.cache, inputs, strict=True):
+            k, v = layer.cache_keys(jnp.concatenate([cache.astype(x.dtype), x], axis=1))
+            ks.append(jnp.concatenate([k.astype(jnp.float32), pad], axis=2))
+            vs.append(jnp.concatenate([v.astype(jnp.float32), pad], axis=2))
+        rows = self.mem_len + m + segment_len
+        return XLDecodeState(tuple(ks), tuple(vs), bb.relative_table(rows),
+                             (self.mem_len - xl.length).astype(jnp.int32),
+                             jnp.asarray(self.mem_len + m, jnp.int32))
+
+    def _read_row_inputs(self, memory: Float[Array, "b m d"], xl: XLCarry,
+                         segment_len: int) -> list[Float[Array, "b m d"]]:
+        """Every layer's input on the read-memory rows, as ``TransformerXL.core`` computes
+        them in :meth:`segment` (no dropout). Read rows see only the cache and each other,
+        so the rows after them are zeros here; their number still matters (the positional
+        term past the causal limit depends on it)."""
+        bb, m = self.backbone, self.num_mem_tokens
+        b, t = memory.shape[0], segment_len + 2 * m
+        h = jnp.concatenate([memory, jnp.zeros((b, t - m, self.d_model), memory.dtype)],
+                            axis=1)
+        big_m = self.mem_len
+        l = big_m + t  # noqa: E741
+        distance = jnp.arange(l - 1, -1, -1, dtype=jnp.float32)
+        if bb.clamp_len > 0:
+            distance = jnp.minimum(distance, float(bb.clamp_len))
+        pos = sinusoid(distance, self.d_model)
+        extra = None
+        if big_m and not self.read_mem_from_cache:
+            r = jnp.arange(t)
+            extra = ((r >= m) & (r < t - m))[:, None] | (jnp.arange(l) >= big_m)[None, :]
+        inputs = []
+        for n, (layer, cache) in enumerate(zip(bb.layers, xl.cache, strict=True)):
+            inputs.append(h[:, :m])
+            if n + 1 < len(bb.layers):
+                h = layer(h, cache, pos, bb.u[...], bb.v[...],
+                          spec=MaskSpec(causal=True, prefix=m, suffix=m),
+                          kv_start=(big_m - xl.length).astype(jnp.int32), extra_visible=extra,
+                          cache_len=xl.length if big_m else None, dropout_rate=0.0,
+                          attn_dropout=0.0, keys=Keys(None, False), impl=bb.impl)
+        return inputs
+
+    def decode_step(self, token: Int[Array, " b"], state: Any) -> tuple[Float[Array, "b v"], Any]:
+        """One segment token through the backbone's step (its rows after the read memory)."""
+        if self.kind == "transformer":
+            h, state = self.backbone.decode_rows(self.backbone.embed(token[:, None]), state)
+            return self.backbone.head(h)[:, 0], state
+        return self.backbone.decode_step(token, state)
 
 
 __all__ = ["MEM_INITS", "RMT", "RMTCarry", "MemoryInit"]

@@ -94,12 +94,23 @@ from jaxtyping import Array, Float, Int
 
 from recurrentlab.errors import ConfigError
 from recurrentlab.models.base import SequenceModel, config_params, register_model
-from recurrentlab.models.cells import LSTMLayer, LSTMState
+from recurrentlab.models.cells import LSTMLayer, LSTMState, input_projection, lstm_cell
 from recurrentlab.models.layers import Keys, dropout
-from recurrentlab.ops.attention import MaskSpec, attention
+from recurrentlab.ops.attention import MaskSpec, attention, attention_reference
 from recurrentlab.ops.dispatch import IMPLS
 
 LN_EPS = 1e-12  # the authors' LayerNorm epsilon
+
+
+class SHARNNDecodeState(NamedTuple):
+    """Generation inside a segment: per-block LSTM states, per-attention-block key/value
+    sources ``[trimmed memory; segment states]`` Float[b, l, d] (the segment rows filled up
+    to the current token), their ``kv_start`` and ``row``, the key row of the next token."""
+
+    lstm: tuple[LSTMState, ...]
+    kv: tuple[jax.Array, ...]
+    kv_start: jax.Array | None
+    row: jax.Array  # Int[]: l - segment_len + (tokens of the segment fed so far)
 
 
 class SHARNNCarry(NamedTuple):
@@ -216,6 +227,24 @@ class SingleHeadAttention(nnx.Module):
         scale = 1.0 / math.sqrt(self.d)
         out = attention(q, k, v, spec=MaskSpec(), scale=scale, kv_start=kv_start,
                         dropout=drop_probs, key=keys[2], impl=impl)
+        return out[:, 0]
+
+    def decode(
+        self,
+        h: Float[Array, "b 1 d"],
+        kv: Float[Array, "b l d"],
+        kv_start: Int[Array, " b"] | None,
+        row: Int[Array, ""],
+    ) -> Float[Array, "b 1 d"]:
+        """One query, at key row ``row`` of ``kv``, over the keys ``kv_start <= j <= row``
+        (what :meth:`__call__` gives that query over the whole segment), no dropout."""
+        q_gate, k_gate, v_gate = self.gates()
+        q = q_gate * self.q_norm(self.q(h))
+        later = jnp.arange(kv.shape[1]) > row
+        bias = jnp.where(later, -jnp.inf, 0.0)[None, None, None, :]
+        out = attention_reference(q[:, None], (k_gate * kv)[:, None], (v_gate * kv)[:, None],
+                                  spec=MaskSpec(causal=False), scale=1.0 / math.sqrt(self.d),
+                                  kv_start=kv_start, bias=bias)
         return out[:, 0]
 
 
@@ -358,6 +387,49 @@ class SHARNN(SequenceModel):
         h = dropout(h, self.dropout_output, site(1))
         logits = h @ embed.T + self.decoder_bias[...]
         return logits, SHARNNCarry(tuple(new_lstm), tuple(new_memory), new_count)
+
+    # --- generation (recurrentlab.sample): one token per step ---------------------------
+
+    decode_supported = True
+
+    def decode_init(self, carry: SHARNNCarry, batch_size: int,
+                    segment_len: int) -> SHARNNDecodeState:
+        """The key/value sources of a segment as :meth:`__call__` builds them
+        (:func:`memory_keys`, :func:`memory_geometry` at ``segment_len``), segment rows empty."""
+        b = batch_size
+        kv_start, _ = memory_geometry(self.mem_len, segment_len, carry.mem_count,
+                                      self.mem_trim)
+        states = jnp.zeros((b, segment_len, self.d_model), jnp.float32)
+        kv = tuple(memory_keys(memory, states, self.mem_trim)[0] for memory in carry.memory)
+        rows = kv[0].shape[1] if kv else segment_len
+        return SHARNNDecodeState(carry.lstm, kv, kv_start,
+                                 jnp.asarray(rows - segment_len, jnp.int32))
+
+    def decode_step(
+        self, token: Int[Array, " b"], state: SHARNNDecodeState
+    ) -> tuple[Float[Array, "b v"], SHARNNDecodeState]:
+        """One token through every block: an LSTM cell step, its normalised state written at
+        ``row`` of the block's keys, one query over the keys up to ``row``, the Boom."""
+        embed = self.embed[...]
+        h = jnp.take(embed, token, axis=0)[:, None]
+        new_lstm, new_kv, slot = [], [], 0
+        for n, block in enumerate(self.blocks):
+            weights = block.lstm.weights()
+            lstm = lstm_cell(weights.w_hh, state.lstm[n],
+                             input_projection(weights, block.ln_start(h)[:, 0]))
+            new_lstm.append(lstm)
+            h = lstm.h[:, None]
+            if block.attn is not None:
+                mh, h = block.ln_mem(h), block.ln_mid(h)
+                kv = jax.lax.dynamic_update_slice_in_dim(
+                    state.kv[slot], mh.astype(state.kv[slot].dtype), state.row, axis=1)
+                new_kv.append(kv)
+                slot += 1
+                h = block.attn.decode(h, kv, state.kv_start, state.row) + h
+            h = block.boom(block.ln_xff(h)) + block.ln_ff(h)
+        logits = h[:, 0] @ embed.T + self.decoder_bias[...]
+        return logits, SHARNNDecodeState(tuple(new_lstm), tuple(new_kv), state.kv_start,
+                                         state.row + 1)
 
 
 def resolve_attn_layers(attn_layers: Sequence[int], num_layers: int) -> tuple[int, ...]:

@@ -28,10 +28,12 @@ Deviations and choices, documented:
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from recurrentlab.errors import ConfigError
 from recurrentlab.models.base import SequenceModel, register_model
@@ -43,7 +45,16 @@ from recurrentlab.models.layers import (
     rotary,
     split_heads,
 )
-from recurrentlab.ops.attention import MaskSpec, attention
+from recurrentlab.ops.attention import MaskSpec, attention, attention_reference
+
+
+class KVCache(NamedTuple):
+    """Generation inside a segment: per-layer keys and values of the rows so far, preallocated
+    to the rows of a segment, and the row of the next token."""
+
+    k: tuple[jax.Array, ...]  # num_layers x Float[b, h, rows, d_h]
+    v: tuple[jax.Array, ...]
+    pos: jax.Array  # Int[]: row index of the next row
 
 
 class Block(nnx.Module):
@@ -78,6 +89,29 @@ class Block(nnx.Module):
         h = h + dropout(self.out(merge_heads(o)), dropout_rate, keys())
         m = self.fc2(dropout(jax.nn.gelu(self.fc1(self.ln_mlp(h))), dropout_rate, keys()))
         return h + dropout(m, dropout_rate, keys())
+
+    def decode(
+        self,
+        h: Float[Array, "b t d"],
+        k_cache: Float[Array, "b h l d"],
+        v_cache: Float[Array, "b h l d"],
+        start: Int[Array, ""],
+        *,
+        visible: Bool[Array, "t l"],
+        rotary_positions: jax.Array | None,
+    ) -> tuple[Float[Array, "b t d"], jax.Array, jax.Array]:
+        """The block on rows ``start .. start+t-1`` (no dropout): their keys and values are
+        written into the caches, their queries see the cached keys where ``visible``."""
+        q, k, v = jnp.split(self.qkv(self.ln_attn(h)), 3, axis=-1)
+        q, k, v = (split_heads(x, self.num_heads) for x in (q, k, v))
+        if rotary_positions is not None:
+            q, k = rotary(q, rotary_positions), rotary(k, rotary_positions)
+        k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), start, 2)
+        v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), start, 2)
+        bias = jnp.where(visible, 0.0, -jnp.inf)[None, None]
+        o = attention_reference(q, k_cache, v_cache, spec=MaskSpec(causal=False), bias=bias)
+        h = h + self.out(merge_heads(o))
+        return h + self.fc2(jax.nn.gelu(self.fc1(self.ln_mlp(h)))), k_cache, v_cache
 
 
 @register_model("transformer")
@@ -172,6 +206,53 @@ class Transformer(SequenceModel):
         h = self.stack(h, spec=MaskSpec(causal=True), keys=keys)
         return self.head(h), ()
 
+    # --- generation (recurrentlab.sample): cached keys/values inside a segment ----------
+
+    decode_supported = True
+
+    def check_rows(self, rows: int) -> None:
+        """The rows of one call fit the learned position table (as :meth:`input_rows`)."""
+        if self.positions == "learned" and rows > self.max_len:
+            raise ConfigError(
+                f"sequence of {rows} rows exceeds max_len {self.max_len}; raise model.max_len"
+            )
+
+    def empty_cache(self, batch_size: int, rows: int) -> KVCache:
+        """Zero key/value caches of ``rows`` rows per layer, next row 0."""
+        d_h = self.d_model // self.num_heads
+        zeros = jnp.zeros((batch_size, self.num_heads, rows, d_h), jnp.float32)
+        return KVCache(tuple(zeros for _ in self.blocks), tuple(zeros for _ in self.blocks),
+                       jnp.zeros((), jnp.int32))
+
+    def decode_rows(
+        self, x: Float[Array, "b t d"], cache: KVCache, *, causal: bool = True
+    ) -> tuple[Float[Array, "b t d"], KVCache]:
+        """:meth:`input_rows` and :meth:`stack` (no dropout) on the rows ``pos .. pos+t-1``,
+        which see the cached rows and, ``causal``, each other causally (else all ``t``)."""
+        t, rows = x.shape[1], cache.k[0].shape[2]
+        index = cache.pos + jnp.arange(t)
+        if self.positions == "learned":
+            x = x + jax.lax.dynamic_slice_in_dim(self.pos_embed[...], cache.pos, t).astype(
+                x.dtype)
+        rot = index if self.positions == "rotary" else None
+        j = jnp.arange(rows)[None, :]
+        visible = j <= index[:, None] if causal else j < cache.pos + t
+        ks, vs = [], []
+        for block, k, v in zip(self.blocks, cache.k, cache.v, strict=True):
+            x, k, v = block.decode(x, k, v, cache.pos, visible=visible, rotary_positions=rot)
+            ks.append(k)
+            vs.append(v)
+        return x, KVCache(tuple(ks), tuple(vs), cache.pos + t)
+
+    def decode_init(self, carry: tuple, batch_size: int, segment_len: int) -> KVCache:
+        self.check_rows(segment_len)
+        return self.empty_cache(batch_size, segment_len)
+
+    def decode_step(self, token: Int[Array, " b"], state: KVCache
+                    ) -> tuple[Float[Array, "b v"], KVCache]:
+        h, state = self.decode_rows(self.embed(token[:, None]), state)
+        return self.head(h)[:, 0], state
+
 
 def expected_params(vocab_size: int, num_layers: int, d_model: int, d_ff: int,
                     max_len: int, positions: str = "learned", tie_weights: bool = True) -> int:
@@ -184,4 +265,4 @@ def expected_params(vocab_size: int, num_layers: int, d_model: int, d_ff: int,
     return total
 
 
-__all__ = ["Block", "Transformer", "expected_params"]
+__all__ = ["Block", "KVCache", "Transformer", "expected_params"]

@@ -83,9 +83,22 @@ from recurrentlab.models.layers import (
     split_heads,
 )
 from recurrentlab.ops import check_impl
-from recurrentlab.ops.attention import MaskSpec, attention
+from recurrentlab.ops.attention import MaskSpec, attention, attention_reference
 
 CAUSAL = MaskSpec(causal=True)
+
+
+class XLDecodeState(NamedTuple):
+    """Generation inside a segment: per-layer keys/values over ``[cache; segment]``
+    (Float[b, h, M + s, d_h], the cache rows from the carry, the segment rows filled up to the
+    current token), W_r R_δ per layer by distance δ = 0 .. M + s - 1 (Float[h, M + s, d_h]),
+    the cache mask and the key row of the next token."""
+
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
+    r: tuple[jax.Array, ...]
+    kv_start: jax.Array  # Int[b]
+    row: jax.Array  # Int[]: M + (tokens of the segment fed so far)
 
 
 class XLCarry(NamedTuple):
@@ -214,6 +227,44 @@ class XLLayer(nnx.Module):
         h = self.ln_attn(h + dropout(self.out(merge_heads(a)), dropout_rate, keys()))
         f = dropout(jax.nn.relu(self.fc1(h)), dropout_rate, keys())
         return self.ln_ff(h + dropout(self.fc2(f), dropout_rate, keys()))
+
+    def cache_keys(self, rows: Float[Array, "b l d"]) -> tuple[jax.Array, jax.Array]:
+        """Keys and values Float[b, h, l, d_h] of layer-input rows."""
+        _, k, v = jnp.split(self.qkv(rows), 3, axis=-1)
+        return split_heads(k, self.num_heads), split_heads(v, self.num_heads)
+
+    def decode(
+        self,
+        h: Float[Array, "b 1 d"],
+        k_cache: jax.Array,
+        v_cache: jax.Array,
+        r_by_distance: Float[Array, "h l d"],
+        u: jax.Array,
+        r_bias: jax.Array,
+        *,
+        row: Int[Array, ""],
+        visible: Bool[Array, " l"],
+        kv_start: Int[Array, " b"],
+    ) -> tuple[Float[Array, "b 1 d"], jax.Array, jax.Array]:
+        """The layer on one row (key row ``row``, no dropout): its key and value written into
+        the caches, its query over the keys where ``visible`` (and from ``kv_start``), with the
+        positional term at distance ``row - j`` (what the rel-shift gives a causal entry)."""
+        q, k, v = jnp.split(self.qkv(h), 3, axis=-1)
+        q, k, v = (split_heads(x, self.num_heads) for x in (q, k, v))
+        k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), row, 2)
+        v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), row, 2)
+        scale = q.shape[-1] ** -0.5
+        l = k_cache.shape[2]  # noqa: E741
+        raw = jnp.einsum("bhtd,hld->bhtl", q + r_bias[None, :, None, :], r_by_distance,
+                         preferred_element_type=jnp.promote_types(q.dtype, jnp.float32))
+        distance = jnp.clip(row - jnp.arange(l), 0, l - 1)
+        bias = jnp.where(visible, jnp.take(raw, distance, axis=-1) * scale, -jnp.inf)
+        a = attention_reference(q + u[None, :, None, :], k_cache, v_cache,
+                                spec=MaskSpec(causal=False), scale=scale, kv_start=kv_start,
+                                bias=bias)
+        h = self.ln_attn(h + self.out(merge_heads(a)))
+        return self.ln_ff(h + self.fc2(jax.nn.relu(self.fc1(h)))), k_cache, v_cache
+
 
 
 @register_model("transformer_xl")
@@ -346,6 +397,52 @@ class TransformerXL(SequenceModel):
         h, carry = self.core(self.embed_tokens(tokens), carry, keys=keys)
         return self.head(dropout(h, self.dropout, keys())), carry
 
+    # --- generation (recurrentlab.sample): cached keys/values inside a segment ----------
+
+    decode_supported = True
+
+    def relative_table(self, rows: int) -> tuple[jax.Array, ...]:
+        """W_r R_δ per layer for δ = 0 .. rows - 1 (clamped at ``clamp_len``), [h, rows, d_h]."""
+        distance = jnp.arange(rows, dtype=jnp.float32)
+        if self.clamp_len > 0:
+            distance = jnp.minimum(distance, float(self.clamp_len))
+        pos = sinusoid(distance, self.d_model)
+        return tuple(split_heads(layer.r_net(pos)[None], self.num_heads)[0]
+                     for layer in self.layers)
+
+    def decode_init(self, carry: XLCarry, batch_size: int, segment_len: int) -> XLDecodeState:
+        """Keys/values of the carried caches (as :meth:`core` computes them), segment rows
+        empty; the next row is the segment's first, ``M``."""
+        m = self.mem_len
+        rows = m + segment_len
+        pad = jnp.zeros((batch_size, self.num_heads, segment_len, self.d_head), jnp.float32)
+        ks, vs = [], []
+        for layer, cache in zip(self.layers, carry.cache, strict=True):
+            k, v = layer.cache_keys(cache)
+            ks.append(jnp.concatenate([k.astype(jnp.float32), pad], axis=2))
+            vs.append(jnp.concatenate([v.astype(jnp.float32), pad], axis=2))
+        return XLDecodeState(tuple(ks), tuple(vs), self.relative_table(rows),
+                             (m - carry.length).astype(jnp.int32),
+                             jnp.asarray(m, jnp.int32))
+
+    def decode_step(self, token: Int[Array, " b"], state: XLDecodeState
+                    ) -> tuple[Float[Array, "b v"], XLDecodeState]:
+        """One token through every layer (:meth:`XLLayer.decode`) and the head, no dropout."""
+        h = self.embed_tokens(token[:, None])
+        j = jnp.arange(state.k[0].shape[2])
+        visible = j <= state.row
+        if self.same_length:  # key index j > query index i (see core)
+            visible &= j > state.row - self.mem_len
+        ks, vs = [], []
+        for layer, k, v, r in zip(self.layers, state.k, state.v, state.r, strict=True):
+            h, k, v = layer.decode(h, k, v, r, self.u[...], self.v[...], row=state.row,
+                                   visible=visible, kv_start=state.kv_start)
+            ks.append(k)
+            vs.append(v)
+        state = state._replace(k=tuple(ks), v=tuple(vs), row=state.row + 1)
+        return self.head(h)[:, 0], state
+
+
 
 def expected_params(vocab_size: int, num_layers: int, d_model: int, num_heads: int,
                     d_head: int, d_ff: int, tie_weights: bool = True) -> int:
@@ -358,5 +455,5 @@ def expected_params(vocab_size: int, num_layers: int, d_model: int, num_heads: i
     return total
 
 
-__all__ = ["TransformerXL", "XLCarry", "XLLayer", "expected_params", "relative_attention",
-           "relative_position_bias"]
+__all__ = ["TransformerXL", "XLCarry", "XLDecodeState", "XLLayer", "expected_params",
+           "relative_attention", "relative_position_bias"]
