@@ -94,3 +94,16 @@ def test_generate_equals_reference_token_for_token(variant, temperature, top_k):
     old = generate_reference(model, prompt, length, **args)
     np.testing.assert_array_equal(new, old)
     assert new.shape == (length,)
+
+
+def test_bench_generation_latency_times_both_paths():
+    from recurrentlab.bench.measure import generation_latency
+
+    model = tiny("lstm")
+    args = dict(segment_len=S, tokens=3, vocab_size=VOCAB, warmup=1)
+    step = generation_latency(model, **args)  # the path generate takes
+    segment = generation_latency(model, path="segment", **args)
+    assert step["path"] == "step" and segment["path"] == "segment"
+    assert step["ms_per_token"] > 0 and segment["ms_per_token"] > 0
+    with pytest.raises(ValueError, match="unknown"):
+        generation_latency(model, path="beam", **args)

@@ -33,7 +33,7 @@ from flax import nnx
 
 from recurrentlab.config import base_config
 from recurrentlab.models import build_model
-from recurrentlab.sample import make_segment_fn
+from recurrentlab.sample import Decoder, make_segment_fn
 from recurrentlab.train.distributed import Placement
 from recurrentlab.train.optim import make_optimizer
 from recurrentlab.train.trainer import init_train_state, make_train_step
@@ -257,19 +257,36 @@ def measure_train(config: ml_collections.ConfigDict, vocab_size: int, *, warmup:
 
 
 def generation_latency(model: nnx.Module, *, segment_len: int, tokens: int, vocab_size: int,
-                       warmup: int = 2, seed: int = 0) -> dict[str, float]:
-    """Seconds per generated token on the path ``recurrentlab.sample.generate`` takes.
+                       warmup: int = 2, seed: int = 0, path: str = "auto") -> dict[str, Any]:
+    """Seconds per generated token of greedy decoding of one stream, on one of the two paths
+    of :mod:`recurrentlab.sample`.
 
-    Greedy decoding of one stream: each token re-runs the current partial segment (padded to
-    ``segment_len``) from the carry at the last segment boundary and reads its logits on the
-    host; a full segment advances the carry. The first ``warmup`` tokens (compilation) are not
-    timed; the result is the median over the next ``tokens``.
+    ``path="step"``: one ``decode_step`` per token (``sample.Decoder``); ``"segment"``: each
+    token re-runs the current partial segment (padded to ``segment_len``) from the carry at
+    the last segment boundary; ``"auto"``: the path ``sample.generate`` takes (step where the
+    model has ``decode_supported``). Either way the logits are read on the host and a full
+    segment advances the carry inside the token that fills it. The first ``warmup`` tokens
+    (compilation) are not timed; the result is the median over the next ``tokens``.
     """
+    if path == "auto":
+        path = "step" if model.decode_supported else "segment"
+    if path not in ("step", "segment"):
+        raise ValueError(f"generation path '{path}' unknown; use auto, step or segment")
+    last = int(np.random.default_rng(seed).integers(0, vocab_size))
+    times = []
+    if path == "step":
+        decoder = Decoder(model, segment_len=segment_len)
+        for i in range(warmup + tokens):
+            start = time.perf_counter()
+            nxt = int(np.argmax(np.asarray(decoder.feed(last))))
+            jax.block_until_ready(decoder.state)
+            last = nxt
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+        return {"ms_per_token": 1e3 * statistics.median(times), "tokens": tokens, "path": path}
     run = make_segment_fn(model)
     carry = model.init_carry(1)
     segment: list[int] = []
-    last = int(np.random.default_rng(seed).integers(0, vocab_size))
-    times = []
     for i in range(warmup + tokens):
         start = time.perf_counter()
         current = segment + [last]
@@ -284,4 +301,4 @@ def generation_latency(model: nnx.Module, *, segment_len: int, tokens: int, voca
         last = nxt
         if i >= warmup:
             times.append(time.perf_counter() - start)
-    return {"ms_per_token": 1e3 * statistics.median(times), "tokens": tokens}
+    return {"ms_per_token": 1e3 * statistics.median(times), "tokens": tokens, "path": path}

@@ -54,16 +54,17 @@ def throughput_markdown(result: dict[str, Any]) -> list[str]:
     measured = [p for p in result["config"]["peers"]
                 if any("tokens_per_sec" in r["peers"].get(p, {}) for r in rows)]
     header = ["model", "params", "batch × window (K×S)", "tokens/s", "step ms", "compile s",
-              "peak MiB", "gen ms/token"]
+              "peak MiB", "gen ms/token", "re-run ms/token"]
     for p in measured:
         header += [f"{p} tokens/s", f"ours ÷ {p}"]
     body = []
     for r in rows:
         gen = r.get("generation", {}).get("ms_per_token")
+        rerun = r.get("generation_segment", r.get("generation", {})).get("ms_per_token")
         line = [r["label"], _num(r["params"]),
                 f"{r['batch_size']} × {r['window']} ({r['bptt_segments']}×{r['segment_len']})",
                 _num(r["tokens_per_sec"]), _num(r["step_ms"], ".1f"), _num(r["compile_s"], ".1f"),
-                _mib(r.get("peak_bytes")), _num(gen, ".2f")]
+                _mib(r.get("peak_bytes")), _num(gen, ".2f"), _num(rerun, ".2f")]
         for p in measured:
             peer = r["peers"].get(p, {})
             line += [_num(peer.get("tokens_per_sec")), _num(peer.get("ratio"), ".2f")]
@@ -78,9 +79,12 @@ def throughput_markdown(result: dict[str, Any]) -> list[str]:
                  "interleaved (one repeat of each per round, rotating the order), so load from "
                  "other processes falls on all of them alike. Compile s: lowering + XLA "
                  "compilation of the step, persistent compilation cache off. Gen ms/token: "
-                 "greedy decoding of one stream on `recurrentlab.sample`'s path (each token "
-                 "re-runs the partial segment from the last segment's carry), median per token "
-                 "after compilation.")
+                 "greedy decoding of one stream on `recurrentlab.sample.generate`'s path (one "
+                 "compiled `decode_step` per token: a recurrent step, or one query against "
+                 "key/value caches of the segment), median per token after compilation, host "
+                 "read of the logits included; re-run ms/token: the same on the path it "
+                 "replaces (each token re-runs the partial segment from the last segment's "
+                 "carry; `sample.generate_reference`).")
     lines.append("Ratios are ours ÷ peer tokens/s, the peer measured in the same run on the "
                  "same shapes (embedding → LSTM stack → linear decoder, Adam, no dropout).")
     skipped = sorted({f"{p}: {r['peers'][p]['skipped']}" for r in rows for p in r["peers"]

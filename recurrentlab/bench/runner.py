@@ -108,9 +108,13 @@ def throughput(config: ml_collections.ConfigDict, log: Callable[[str], None],
         row["peers"] = {p: measured.get(p) or skipped[p] for p in config.peers}
         if config.generate_tokens:
             log(f"[bench] {label}: generation latency")
-            row["generation"] = measure.generation_latency(
-                ours.model(), segment_len=rc.train.segment_len, tokens=config.generate_tokens,
-                vocab_size=config.vocab_size, seed=config.seed)
+            model = ours.model()
+            gen = dict(segment_len=rc.train.segment_len, tokens=config.generate_tokens,
+                       vocab_size=config.vocab_size, seed=config.seed)
+            row["generation"] = measure.generation_latency(model, **gen)
+            if row["generation"]["path"] == "step":  # and the re-run path it replaces
+                row["generation_segment"] = measure.generation_latency(model, path="segment",
+                                                                       **gen)
         del prepared, ours
         rows.append(row)
         save({"rows": rows})
