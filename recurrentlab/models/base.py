@@ -26,6 +26,11 @@ others with one line naming the models that support the mode. What each mode nee
   call that also advances the traces inside its scan) and :meth:`traces_gradient` (the
   contraction ``g0 . J0`` of the carry gradient with the traces).
 
+An NTM controller or a SHA-RNN LSTM follows the LSTM: its carry is floating point and
+per stream (rtrl as is, once its per-stream independence is tested); for snap1 it keeps
+per-unit traces of its LSTM weights (:func:`recurrentlab.models.lstm.snap1_traces`) and
+treats memory and attention parameters as the LSTM treats its embedding.
+
 Generation one token per call (:mod:`recurrentlab.sample`). A model with ``decode_supported``
 provides :meth:`decode_init` (the decode state at a segment boundary, from the carry),
 :meth:`decode_step` (``(token Int[b], state) -> (logits Float[b, v], state)``: the logits the
@@ -33,11 +38,6 @@ model gives at that position of the segment, with the position a traced index so
 step serves every position) and, where the decode state is the carry, :meth:`decode_carry`.
 Every registered model has them (tests/test_decode.py checks each against the model's own
 call on the partial segment); a model without them generates by re-running the segment.
-
-An NTM controller or a SHA-RNN LSTM follows the LSTM: its carry is floating point and
-per stream (rtrl as is, once its per-stream independence is tested); for snap1 it keeps
-per-unit traces of its LSTM weights (:func:`recurrentlab.models.lstm.snap1_traces`) and
-treats memory and attention parameters as the LSTM treats its embedding.
 """
 
 from __future__ import annotations
