@@ -112,6 +112,9 @@ class _Static:
     num_warps: int | None
     num_stages: int
     dropout: float = 0.0  # attention-probability dropout rate (0: none)
+    rel: bool = False  # Transformer-XL's relative-position term (plain causal mask only)
+    row_offset: int = 0  # absolute index of query row 0 in the dropout hash
+    num_q_blocks: int = 0  # padded queries / block_q (the R band of a tile depends on it)
 
 
 # ----------------------------------------------------------------------------- mask helpers
@@ -168,7 +171,7 @@ def _stream(seed_ref):
 
 def _keep(stream, rows, cols, st: _Static):
     """Bool[bq, bk]: the dropout mask of this (b, h) tile, regenerated from the hash."""
-    bits = keep_bits(stream, rows.astype(jnp.uint32), cols.astype(jnp.uint32))
+    bits = keep_bits(stream, (rows + st.row_offset).astype(jnp.uint32), cols.astype(jnp.uint32))
     return bits >= jnp.uint32(dropout_threshold(st.dropout))
 
 
@@ -190,16 +193,57 @@ def _tile_iota(st: _Static, dim: int):
     return lax.broadcasted_iota(jnp.int32, (st.block_q, st.block_k), dim)
 
 
+def _band_start(iq, ik, num_q_blocks: int, st: _Static):
+    """Row of the padded R table where tile (iq, ik)'s band of ``bq + bk`` distances starts."""
+    return (num_q_blocks - 1 - iq) * st.block_q + ik * st.block_k
+
+
+def _skew(part, m0: int, st: _Static):
+    """Tile term from one part of the band: ``out[a, c] = part[a, c + bq - 1 - a - m0]``.
+
+    ``part`` [bq, w] holds band columns ``m0 .. m0 + w``; entries whose band column falls
+    outside it contribute 0. A broadcast compare and a sum: no gather, no reshape (both of
+    which Triton cannot lower on register tiles)."""
+    bq, bk, w = st.block_q, st.block_k, part.shape[1]
+    a = lax.broadcasted_iota(jnp.int32, (bq, bk, w), 0)
+    c = lax.broadcasted_iota(jnp.int32, (bq, bk, w), 1)
+    m = lax.broadcasted_iota(jnp.int32, (bq, bk, w), 2) + m0
+    return jnp.sum(jnp.where(m == c + (bq - 1) - a, part[:, None, :], 0.0), axis=2)
+
+
+def _unskew(ds, m0: int, w: int, st: _Static):
+    """The transpose of :func:`_skew`: ``[bq, w]`` band columns ``m0 .. m0 + w`` of ``ds``."""
+    bq, bk = st.block_q, st.block_k
+    a = lax.broadcasted_iota(jnp.int32, (bq, bk, w), 0)
+    c = lax.broadcasted_iota(jnp.int32, (bq, bk, w), 1)
+    m = lax.broadcasted_iota(jnp.int32, (bq, bk, w), 2) + m0
+    return jnp.sum(jnp.where(m == c + (bq - 1) - a, ds[:, :, None], 0.0), axis=1)
+
+
+def _band(r_ref, start, st: _Static):
+    """The two halves of a tile's band: R rows ``start .. start + bk`` and the next ``bq``."""
+    lo = r_ref[pl.ds(start, st.block_k), :]
+    hi = r_ref[pl.ds(start + st.block_k, st.block_q), :]
+    return lo, hi
+
+
+def _positional(qr, lo, hi, st: _Static):
+    """f32 [bq, bk]: (q_i + v_r)ᵀ W_r R_{i-j} on the tile, from its band of R rows."""
+    return _skew(_dot_nt(qr, lo), 0, st) + _skew(_dot_nt(qr, hi), st.block_k, st)
+
+
 # ---------------------------------------------------------------------------------- kernels
 
 
-def _fwd_kernel(q_ref, k_ref, v_ref, kvalid_ref, seed_ref, o_ref, lse_ref, *, st: _Static):
+def _fwd_kernel(q_ref, k_ref, v_ref, kvalid_ref, seed_ref, *refs, st: _Static):
+    qr_ref, r_ref, o_ref, lse_ref = refs if st.rel else (None, None, *refs)
     iq = pl.program_id(1)
     stream = _stream(seed_ref) if st.dropout else None
     bq, bk = st.block_q, st.block_k
     num_k_blocks = k_ref.shape[0] // bk
     c = st.scale * _LOG2E
     q = q_ref[...]
+    qr = qr_ref[...] if st.rel else None
     rows = iq * bq + _tile_iota(st, 0)
     cols0 = _tile_iota(st, 1)
 
@@ -209,7 +253,11 @@ def _fwd_kernel(q_ref, k_ref, v_ref, kvalid_ref, seed_ref, o_ref, lse_ref, *, st
         k = k_ref[pl.ds(start, bk), :]
         v = v_ref[pl.ds(start, bk), :]
         vis = _visible(rows, cols0 + start, kvalid_ref[:, pl.ds(start, bk)], st)
-        x = jnp.where(vis, _dot_nt(q, k) * c, _MASK)
+        score = _dot_nt(q, k)
+        if st.rel:
+            band = _band(r_ref, _band_start(iq, ik, st.num_q_blocks, st), st)
+            score = score + _positional(qr, *band, st)
+        x = jnp.where(vis, score * c, _MASK)
         m_new = jnp.maximum(m, jnp.max(x, axis=1, keepdims=True))
         corr = jnp.exp2(m - m_new)
         p = jnp.where(vis, jnp.exp2(x - m_new), 0.0)
@@ -231,41 +279,72 @@ def _fwd_kernel(q_ref, k_ref, v_ref, kvalid_ref, seed_ref, o_ref, lse_ref, *, st
     lse_ref[...] = jnp.where(seen, m + jnp.log2(s_safe), 0.0)
 
 
-def _dq_kernel(q_ref, k_ref, v_ref, kvalid_ref, seed_ref, do_ref, lse_ref, delta_ref, dq_ref, *,
-               st):
+def _dq_kernel(q_ref, k_ref, v_ref, kvalid_ref, seed_ref, do_ref, lse_ref, delta_ref, *refs, st):
+    if st.rel:
+        qr_ref, r_ref, dq_ref, dqr_ref, dr_ref = refs
+    else:
+        (dq_ref,) = refs
     iq = pl.program_id(1)
     stream = _stream(seed_ref) if st.dropout else None
     bq, bk = st.block_q, st.block_k
     num_k_blocks = k_ref.shape[0] // bk
     c = st.scale * _LOG2E
     q = q_ref[...]
+    qr = qr_ref[...] if st.rel else None
     do = do_ref[...]
     lse = lse_ref[...]
     delta = delta_ref[...]
     rows = iq * bq + _tile_iota(st, 0)
     cols0 = _tile_iota(st, 1)
 
-    def body(ik, dq):
+    def body(ik, carry):
+        dq, dqr, tail = carry if st.rel else (*carry, None, None)
         start = pl.multiple_of(ik * bk, bk)
         k = k_ref[pl.ds(start, bk), :]
         v = v_ref[pl.ds(start, bk), :]
         vis = _visible(rows, cols0 + start, kvalid_ref[:, pl.ds(start, bk)], st)
-        p = jnp.where(vis, jnp.exp2(_dot_nt(q, k) * c - lse), 0.0)
+        score = _dot_nt(q, k)
+        if st.rel:
+            lo, hi = _band(r_ref, _band_start(iq, ik, st.num_q_blocks, st), st)
+            score = score + _positional(qr, lo, hi, st)
+        p = jnp.where(vis, jnp.exp2(score * c - lse), 0.0)
         dp = _dot_nt(do, v)
         if st.dropout:
             keep = _keep(stream, rows, cols0 + start, st)
             dp = jnp.where(keep, dp / (1.0 - st.dropout), 0.0)
         ds = p * (dp - delta)
-        return dq + _dot(ds.astype(k.dtype), k)
+        dq = dq + _dot(ds.astype(k.dtype), k)
+        if st.rel:  # the band's gradient: its first bk rows are final, the last bq carry on
+            g_lo, g_hi = _unskew(ds, 0, bk, st), _unskew(ds, bk, bq, st)
+            dqr = dqr + _dot(g_lo.astype(lo.dtype), lo) + _dot(g_hi.astype(hi.dtype), hi)
+            dr_ref[pl.ds(start, bk), :] = ((_dot_tn(g_lo.astype(qr.dtype), qr) + tail)
+                                           * st.scale).astype(dr_ref.dtype)
+            tail = _dot_tn(g_hi.astype(qr.dtype), qr)
+            return dq, dqr, tail
+        return (dq,)
 
-    dq = jnp.zeros(q_ref.shape, jnp.float32)
-    dq = lax.fori_loop(0, _key_blocks_for(iq, st, num_k_blocks), body, dq)
+    width = q_ref.shape[1]
+    init = (jnp.zeros(q_ref.shape, jnp.float32),)
+    if st.rel:
+        init += (jnp.zeros(q_ref.shape, jnp.float32), jnp.zeros((bq, width), jnp.float32))
+    used = _key_blocks_for(iq, st, num_k_blocks)
+    dq, dqr, tail = (*lax.fori_loop(0, used, body, init), None, None)[:3]
     dq_ref[...] = (dq * st.scale).astype(dq_ref.dtype)
+    if st.rel:  # every row of this program's band gradient is written exactly once
+        dqr_ref[...] = (dqr * st.scale).astype(dqr_ref.dtype)
+        dr_ref[pl.ds(pl.multiple_of(used * bk, bk), bq), :] = (tail * st.scale).astype(
+            dr_ref.dtype)
+
+        def zero(ib, count):
+            dr_ref[pl.ds(pl.multiple_of(ib * bk, bk), bk), :] = jnp.zeros((bk, width),
+                                                                          dr_ref.dtype)
+            return count + 1
+
+        lax.fori_loop(used + 1, num_k_blocks + 1, zero, jnp.int32(0))
 
 
-def _dkv_kernel(
-    q_ref, k_ref, v_ref, kvalid_ref, seed_ref, do_ref, lse_ref, delta_ref, dk_ref, dv_ref, *, st
-):
+def _dkv_kernel(q_ref, k_ref, v_ref, kvalid_ref, seed_ref, do_ref, lse_ref, delta_ref, *refs, st):
+    qr_ref, r_ref, dk_ref, dv_ref = refs if st.rel else (None, None, *refs)
     ik = pl.program_id(1)
     stream = _stream(seed_ref) if st.dropout else None
     bq, bk = st.block_q, st.block_k
@@ -285,7 +364,11 @@ def _dkv_kernel(
         lse = lse_ref[pl.ds(start, bq), :]
         delta = delta_ref[pl.ds(start, bq), :]
         vis = _visible(rows0 + start, cols, kvalid, st)
-        p = jnp.where(vis, jnp.exp2(_dot_nt(q, k) * c - lse), 0.0)
+        score = _dot_nt(q, k)
+        if st.rel:
+            band = _band(r_ref, _band_start(iq, ik, num_q_blocks, st), st)
+            score = score + _positional(qr_ref[pl.ds(start, bq), :], *band, st)
+        p = jnp.where(vis, jnp.exp2(score * c - lse), 0.0)
         dp = _dot_nt(do, v)
         if st.dropout:
             keep = _keep(stream, rows0 + start, cols, st)
@@ -333,10 +416,19 @@ def _row_specs(st: _Static, tp: int, lp: int, d: int, e: int):
 _SEED_SPEC = pl.BlockSpec((1, 1), lambda bh, i: (0, 0))  # uint32 [1, 1]: the dropout seed
 
 
-def _forward(st: _Static, q, k, v, kvalid, seed):
+def _rel_specs(st: _Static, tp: int, lp: int, d: int):
+    """BlockSpecs of the positional query (a q block) and the padded R table of the head."""
+    qr_block = pl.BlockSpec((None, st.block_q, d), lambda b, i: (b, i, 0))
+    qr_full = pl.BlockSpec((None, tp, d), lambda b, i: (b, 0, 0))
+    r_full = pl.BlockSpec((None, tp + lp, d), lambda bh, i: (lax.rem(bh, st.heads), 0, 0))
+    return qr_block, qr_full, r_full
+
+
+def _forward(st: _Static, q, k, v, kvalid, seed, rel=()):
     bh, tp, d = q.shape
     lp, e = k.shape[1], v.shape[2]
     _, full_k, full_v, full_kvalid = _row_specs(st, tp, lp, d, e)
+    rel_specs = list(_rel_specs(st, tp, lp, d)[::2]) if st.rel else []
     return pl.pallas_call(
         functools.partial(_fwd_kernel, st=st),
         grid=(bh, tp // st.block_q),
@@ -346,6 +438,7 @@ def _forward(st: _Static, q, k, v, kvalid, seed):
             full_v,
             full_kvalid,
             _SEED_SPEC,
+            *rel_specs,
         ],
         out_specs=[
             pl.BlockSpec((None, st.block_q, e), lambda b, i: (b, i, 0)),
@@ -358,10 +451,10 @@ def _forward(st: _Static, q, k, v, kvalid, seed):
         compiler_params=_compiler_params(st),
         interpret=st.interpret,
         name="memory_attention_fwd",
-    )(q, k, v, kvalid, seed)
+    )(q, k, v, kvalid, seed, *rel)
 
 
-def _backward(st: _Static, q, k, v, kvalid, seed, o, lse, do):
+def _backward(st: _Static, q, k, v, kvalid, seed, o, lse, do, rel=()):
     bh, tp, d = q.shape
     lp, e = k.shape[1], v.shape[2]
     delta = jnp.sum(o.astype(jnp.float32) * do.astype(jnp.float32), axis=-1, keepdims=True)
@@ -370,6 +463,17 @@ def _backward(st: _Static, q, k, v, kvalid, seed, o, lse, do):
     full_row = pl.BlockSpec((None, tp, 1), lambda b, i: (b, 0, 0))
     q_block = pl.BlockSpec((None, st.block_q, d), lambda b, i: (b, i, 0))
     row_block = pl.BlockSpec((None, st.block_q, 1), lambda b, i: (b, i, 0))
+    dq_out_specs, dq_out_shape = q_block, jax.ShapeDtypeStruct(q.shape, q.dtype)
+    rel_in, rel_full = [], []
+    if st.rel:
+        qr_block, qr_full, r_full = _rel_specs(st, tp, lp, d)
+        rel_in, rel_full = [qr_block, r_full], [qr_full, r_full]
+        band_rows = lp + st.block_q  # this query block's band gradient, key blocks 0..nk
+        dq_out_specs = [q_block, q_block,
+                        pl.BlockSpec((None, None, band_rows, d), lambda b, i: (b, i, 0, 0))]
+        dq_out_shape = [dq_out_shape, jax.ShapeDtypeStruct(q.shape, rel[0].dtype),
+                        jax.ShapeDtypeStruct((bh, tp // st.block_q, band_rows, d),
+                                             jnp.float32)]
     dq = pl.pallas_call(
         functools.partial(_dq_kernel, st=st),
         grid=(bh, tp // st.block_q),
@@ -382,13 +486,14 @@ def _backward(st: _Static, q, k, v, kvalid, seed, o, lse, do):
             pl.BlockSpec((None, st.block_q, e), lambda b, i: (b, i, 0)),
             row_block,
             row_block,
+            *rel_in,
         ],
-        out_specs=q_block,
-        out_shape=jax.ShapeDtypeStruct(q.shape, q.dtype),
+        out_specs=dq_out_specs,
+        out_shape=dq_out_shape,
         compiler_params=_compiler_params(st),
         interpret=st.interpret,
         name="memory_attention_bwd_dq",
-    )(q, k, v, kvalid, seed, do, lse, delta)
+    )(q, k, v, kvalid, seed, do, lse, delta, *rel)
     k_block = pl.BlockSpec((None, st.block_k, d), lambda b, j: (b, j, 0))
     v_block = pl.BlockSpec((None, st.block_k, e), lambda b, j: (b, j, 0))
     dk, dv = pl.pallas_call(
@@ -403,6 +508,7 @@ def _backward(st: _Static, q, k, v, kvalid, seed, o, lse, do):
             full_do,
             full_row,
             full_row,
+            *rel_full,
         ],
         out_specs=[k_block, v_block],
         out_shape=[
@@ -412,8 +518,22 @@ def _backward(st: _Static, q, k, v, kvalid, seed, o, lse, do):
         compiler_params=_compiler_params(st),
         interpret=st.interpret,
         name="memory_attention_bwd_dkv",
-    )(q, k, v, kvalid, seed, do, lse, delta)
-    return dq, dk, dv
+    )(q, k, v, kvalid, seed, do, lse, delta, *rel)
+    if not st.rel:
+        return dq, dk, dv
+    dq, dqr, band_grads = dq
+    # Band gradients of query block iq start at R row (nq - 1 - iq) * bq; sum them over the
+    # batch and the query blocks into the padded R table of each head.
+    b = bh // st.heads
+    nq, band_rows = band_grads.shape[1], band_grads.shape[2]
+    per_head = band_grads.reshape(b, st.heads, nq, band_rows, d).sum(axis=0)
+    index = (nq - 1 - jnp.arange(nq))[:, None] * st.block_q + jnp.arange(band_rows)[None, :]
+    dr = jnp.zeros(rel[1].shape, jnp.float32).at[:, index, :].add(per_head)
+    return dq, dk, dv, dqr, dr.astype(rel[1].dtype)
+
+
+def _float0(x):
+    return np.zeros(x.shape, jax.dtypes.float0)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -429,11 +549,29 @@ def _flash_fwd(st: _Static, q, k, v, kvalid, seed):
 def _flash_bwd(st: _Static, res, do):
     q, k, v, kvalid, seed, o, lse = res
     dq, dk, dv = _backward(st, q, k, v, kvalid, seed, o, lse, do)
-    return (dq, dk, dv, np.zeros(kvalid.shape, jax.dtypes.float0),
-            np.zeros(seed.shape, jax.dtypes.float0))
+    return dq, dk, dv, _float0(kvalid), _float0(seed)
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _flash_rel(st: _Static, q, k, v, kvalid, seed, qr, r):
+    return _forward(st, q, k, v, kvalid, seed, (qr, r))[0]
+
+
+def _flash_rel_fwd(st: _Static, q, k, v, kvalid, seed, qr, r):
+    o, lse = _forward(st, q, k, v, kvalid, seed, (qr, r))
+    return o, (q, k, v, kvalid, seed, qr, r, o, lse)
+
+
+def _flash_rel_bwd(st: _Static, res, do):
+    q, k, v, kvalid, seed, qr, r, o, lse = res
+    dq, dk, dv, dqr, dr = _backward(st, q, k, v, kvalid, seed, o, lse, do, (qr, r))
+    return dq, dk, dv, _float0(kvalid), _float0(seed), dqr, dr
+
+
+_flash_rel.defvjp(_flash_rel_fwd, _flash_rel_bwd)
 
 
 # ------------------------------------------------------------------------------- public API
@@ -472,6 +610,9 @@ def attention(
     kv_start: Int[Array, " b"] | None = None,
     dropout: float = 0.0,
     seed: jax.Array | None = None,
+    rel_q: Float[Array, "b h t d"] | None = None,
+    rel_r: Float[Array, "h l d"] | None = None,
+    row_offset: int = 0,
     interpret: bool = False,
     block_q: int | None = None,
     block_k: int | None = None,
@@ -487,7 +628,14 @@ def attention(
     ``dropout`` with a uint32 ``seed``: attention-probability dropout with the hash mask of
     ``recurrentlab.ops.attention`` (the same mask as the reference for the same seed),
     regenerated per tile in the forward and both backward kernels.
-    Differentiable in q, k, v through a Pallas backward (``jax.custom_vjp``).
+    ``rel_q`` / ``rel_r`` (together; plain causal ``spec`` only): Transformer-XL's positional
+    term, ``score_ij += rel_q_i · rel_r[t - 1 - i + j]`` (scaled with the content term), i.e.
+    ``(q_i + v_r)ᵀ W_r R_{i-j}`` with ``rel_r[:, j']`` the head's W_r R at distance
+    ``l - 1 - j'``; each tile reads the ``bq + bk`` rows of R its distances need (the
+    reference's rel-shift, done per tile), so no [t, l] array is formed. ``row_offset``: the
+    absolute index of query row 0 in the dropout hash (a block of rows of a larger call).
+    Differentiable in q, k, v (and ``rel_q``, ``rel_r``) through a Pallas backward
+    (``jax.custom_vjp``).
     """
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
         raise ValueError(f"expected [b, h, t, d] arrays, got {q.shape}, {k.shape}, {v.shape}")
@@ -496,16 +644,30 @@ def attention(
     if k.shape != (b, h, lk, d) or v.shape[:3] != (b, h, lk):
         raise ValueError(f"q {q.shape}, k {k.shape}, v {v.shape} do not agree")
     scale = d**-0.5 if scale is None else float(scale)
+    rel = rel_q is not None
+    if rel != (rel_r is not None):
+        raise ValueError("rel_q and rel_r go together")
+    if rel and (spec.prefix or spec.suffix or not spec.causal):
+        raise ValueError(f"the positional term needs a plain causal mask, got {spec}")
+    if rel and (rel_q.shape != q.shape or rel_r.shape != (h, lk, d)):
+        raise ValueError(f"rel_q {rel_q.shape} / rel_r {rel_r.shape} do not fit q {q.shape}, "
+                         f"k {k.shape}")
     default_block = _default_block(max(d, e))
+    if rel:  # the skew's [bq, bk, bk] compare tile; one block size (see _dq_kernel)
+        default_block = default_block if _platform() == "tpu" else min(default_block, 32)
+        block_q = block_k = min(block_q or default_block, block_k or default_block)
     block_q = block_q or default_block
     block_k = block_k or default_block
     bq, bk = _seq_block(block_q, t), _seq_block(block_k, lk)
+    if rel:
+        bq = bk = min(bq, bk)
     tp, lp = _round_up(t, bq), _round_up(lk, bk)
     dp, ep = _feature_pad(d), _feature_pad(e)
     if num_warps is None:
         num_warps = 4 if max(dp, ep) <= 64 else 8
     rate = float(dropout) if (seed is not None and dropout > 0.0) else 0.0
-    st = _Static(t, lk, h, spec, scale, bq, bk, bool(interpret), num_warps, num_stages, rate)
+    st = _Static(t, lk, h, spec, scale, bq, bk, bool(interpret), num_warps, num_stages, rate,
+                 rel, int(row_offset), tp // bq)
     seed = jnp.zeros((1, 1), jnp.uint32) if seed is None else (
         jnp.asarray(seed, jnp.uint32).reshape(1, 1))
 
@@ -519,6 +681,11 @@ def attention(
         x = jnp.pad(x, ((0, 0), (0, 0), (0, npad - n), (0, fpad - f)))
         return x.reshape(b * h, npad, fpad)
 
-    out = _flash(st, prep(q, t, tp, d, dp), prep(k, lk, lp, d, dp), prep(v, lk, lp, e, ep), kvalid,
-                 seed)
+    args = (prep(q, t, tp, d, dp), prep(k, lk, lp, d, dp), prep(v, lk, lp, e, ep), kvalid, seed)
+    if rel:  # R rows padded so that every tile's band is in range: row F + j' holds rel_r[j']
+        front = tp - t
+        table = jnp.pad(rel_r, ((0, 0), (front, tp + lp - front - lk), (0, dp - d)))
+        out = _flash_rel(st, *args, prep(rel_q, t, tp, d, dp), table)
+    else:
+        out = _flash(st, *args)
     return out.reshape(b, h, tp, ep)[:, :, :t, :e]

@@ -43,10 +43,10 @@ ROUTES = {
     "rmt": {("attention", "kernel")},
     "sha_rnn": {("attention", "kernel")},
     "ntm": {("ntm_memory_step", "kernel")},
-    # The attention kernel takes no additive bias: XL's relative-position term keeps these
-    # calls on the reference (said once; impl="pallas" refuses them).
-    "transformer_xl": {("attention", "reference")},
-    "rmt_xl": {("attention", "reference")},
+    # Transformer-XL's attention, positional term included, is the relative_attention op
+    # (RMT's memory rows take the reference inside it, its segment rows the kernel).
+    "transformer_xl": {("relative_attention", "kernel")},
+    "rmt_xl": {("relative_attention", "kernel")},
 }
 
 

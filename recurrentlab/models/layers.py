@@ -76,22 +76,6 @@ def sinusoid(positions: Float[Array, " l"], dim: int) -> Float[Array, "l d"]:
     return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
 
 
-def rel_shift(x: Float[Array, "... t l"]) -> Float[Array, "... t l"]:
-    """Transformer-XL's shift: column j' of row i (distance l-1-j') moves to key j.
-
-    With ``x[i, j']`` the score of query i against relative distance ``l - 1 - j'``, the result
-    holds ``x[i, j + t - 1 - i]`` at ``[i, j]``: the score for distance ``(l - t) + i - j``,
-    i.e. query i at absolute position ``l - t + i`` against key j. Entries with ``j`` beyond the
-    causal limit hold leftovers (see ``transformer_xl.relative_position_bias``), which only rows
-    that see past the causal limit (RMT memory) read. Done as in the reference: pad one zero
-    column on the left, view as [l + 1, t], drop the first row, view back as [t, l].
-    """
-    *lead, t, l = x.shape  # noqa: E741
-    padded = jnp.pad(x, [(0, 0)] * len(lead) + [(0, 0), (1, 0)])
-    padded = padded.reshape(*lead, l + 1, t)
-    return padded[..., 1:, :].reshape(*lead, t, l)
-
-
 def rotary(x: Float[Array, "b h t d"], positions: Float[Array, " t"]) -> Float[Array, "b h t d"]:
     """Rotary position embedding (RoFormer), rotating the two halves of the head width."""
     d = x.shape[-1]

@@ -34,9 +34,9 @@ Backbones (``backbone``):
   is the reference's own cache length: 0 at the start of a stream and after a carry reset, then
   growing by s + 2m per segment up to ``mem_len``; the carry counts it per stream
   (``XLCarry.length``) while the cache array is always ``mem_len`` rows, front-padded and masked
-  (see ``transformer_xl.relative_position_bias``). Tested against a direct O(T²) computation
-  with explicit distances, memory tokens 1–4, cache empty / filling / full, ``mem_len`` below,
-  equal to and above the segment (``tests/test_reference_grid.py``).
+  (see ``recurrentlab.ops.relative.relative_position_bias``). Tested against a direct O(T²)
+  computation with explicit distances, memory tokens 1–4, cache empty / filling / full,
+  ``mem_len`` below, equal to and above the segment (``tests/test_reference_grid.py``).
 - ``"transformer"``: the pre-LN decoder of ``transformer.py``; learned positions 0..s+2m-1
   (or rotary) over the rows; attention runs ``recurrentlab.ops.attention.attention`` with the
   mask above, so the attention kernel serves it. The new memory is the residual stream before the
@@ -202,11 +202,9 @@ class RMT(SequenceModel):
                 cache=tuple(jnp.zeros((rows.shape[0], 0, self.d_model), rows.dtype)
                             for _ in range(bb.num_layers)),
                 length=jnp.zeros((rows.shape[0],), jnp.int32))
-            visible = None
-            if self.mem_len and not self.read_mem_from_cache:
-                r = jnp.arange(rows.shape[1])
-                visible = (r >= m) & (r < m + s)  # only segment rows read the XL cache
-            h, carry = bb.core(rows, carry, keys=keys, spec=spec, cache_visible_rows=visible)
+            # only segment rows read the XL cache, unless read_mem_from_cache
+            h, carry = bb.core(rows, carry, keys=keys, spec=spec,
+                               memory_sees_cache=self.read_mem_from_cache)
             h = dropout(h, self.dropout, keys())
             new_xl = carry if self.mem_len else ()
             return bb.head(h[:, m:m + s]), h[:, m + s:], new_xl
@@ -277,17 +275,14 @@ class RMT(SequenceModel):
         if bb.clamp_len > 0:
             distance = jnp.minimum(distance, float(bb.clamp_len))
         pos = sinusoid(distance, self.d_model)
-        extra = None
-        if big_m and not self.read_mem_from_cache:
-            r = jnp.arange(t)
-            extra = ((r >= m) & (r < t - m))[:, None] | (jnp.arange(l) >= big_m)[None, :]
         inputs = []
         for n, (layer, cache) in enumerate(zip(bb.layers, xl.cache, strict=True)):
             inputs.append(h[:, :m])
             if n + 1 < len(bb.layers):
                 h = layer(h, cache, pos, bb.u[...], bb.v[...],
                           spec=MaskSpec(causal=True, prefix=m, suffix=m),
-                          kv_start=(big_m - xl.length).astype(jnp.int32), extra_visible=extra,
+                          kv_start=(big_m - xl.length).astype(jnp.int32),
+                          memory_sees_cache=self.read_mem_from_cache,
                           cache_len=xl.length if big_m else None, dropout_rate=0.0,
                           attn_dropout=0.0, keys=Keys(None, False), impl=bb.impl)
         return inputs

@@ -16,12 +16,12 @@ Per layer l, with h^{l-1} the layer input on the segment [b, s, d] and m^{l-1} i
     h^0    = drop(√d · E[x]);  logits = drop(h^L) Eᵀ + b   (tied; untied: a Linear)
 
 u, v_r ([heads, d_h]) are shared by all layers; the sinusoid table R (dropped out once, as in
-the reference) is shared too. The positional term is computed with the reference's rel-shift
-trick (``layers.rel_shift``: pad, reshape, drop a row), then enters
-``recurrentlab.ops.attention.attention`` as an additive ``bias``: the content term
-``(q+u)ᵀk``, the mask, the softmax and ``dropatt`` are the shared attention op, called with the
-model's ``impl``. The attention kernel takes no bias yet, so the op runs its jnp reference for
-these calls and says so once (``impl="pallas"`` refuses them with one line).
+the reference) is shared too. The attention, positional term included, is one op,
+``recurrentlab.ops.relative.relative_attention``, called with the model's ``impl``: its
+reference forms the positional term with the reference's rel-shift trick (pad, reshape, drop a
+row) and adds it to the scores; its Pallas path computes it per tile inside the attention
+kernel from the rows of W_r R the tile needs (no [t, l] array). ``same_length`` runs the
+reference (said once; ``impl="pallas"`` refuses it).
 
 Cache update (``_update_mems``): the new cache of layer l is the last M rows of
 [m^{l-1}; h^{l-1}], gradient-stopped. The carry also counts the valid cache rows per stream
@@ -78,12 +78,12 @@ from recurrentlab.models.layers import (
     dropout,
     merge_heads,
     normal_init,
-    rel_shift,
     sinusoid,
     split_heads,
 )
 from recurrentlab.ops import check_impl
-from recurrentlab.ops.attention import MaskSpec, attention, attention_reference
+from recurrentlab.ops.attention import MaskSpec, attention_reference
+from recurrentlab.ops.relative import relative_attention, relative_position_bias
 
 CAUSAL = MaskSpec(causal=True)
 
@@ -106,80 +106,6 @@ class XLCarry(NamedTuple):
 
     cache: tuple[jax.Array, ...]  # num_layers x Float[b, mem_len, d], oldest row first
     length: jax.Array  # Int[b]: valid rows, counted from the end of each cache
-
-
-def relative_position_bias(
-    q: Float[Array, "b h t d"],
-    r_head: Float[Array, "h l d"],
-    r_bias: Float[Array, "h d"],
-    cache_len: Int[Array, " b"] | None = None,
-) -> Float[Array, "b h t l"]:
-    """(q_i + v_r)ᵀ W_r R_{i-j} for every query i and key j, via the rel-shift trick.
-
-    ``r_head[:, j']`` is W_r R at distance ``l - 1 - j'`` (distances descending, as the
-    reference's ``pos_seq``); the queries are the last t of the l positions, so the first
-    ``M = l - t`` keys are the (front-padded) cache.
-
-    Beyond the causal limit (key ``j > i + M``) the shift leaves other entries: 0 at
-    ``j = i + M + 1`` and, for ``j >= i + M + 2``, query i+1's term at column ``j - i - M - 2``.
-    Only rows that see past the causal limit (RMT memory rows) read them. The reference's
-    key axis is its *actual* cache length L plus t, so there those columns move with L: with
-    ``cache_len`` (Int[b], the valid cache rows L per stream) the entries ``j >= i + M + 2``
-    take the reference's values, query i+1's term at column ``j - i - L - 2`` (the distance
-    ``2L + t + 1 + i - j_ref`` in the reference's own key index ``j_ref = j - M + L``).
-    Without it they are the values for a full cache (L = M). Causal entries never depend on L.
-    """
-    out_dtype = jnp.promote_types(q.dtype, jnp.float32)
-    raw = jnp.einsum("bhtd,hld->bhtl", q + r_bias[None, :, None, :], r_head,
-                     preferred_element_type=out_dtype)
-    shifted = rel_shift(raw)
-    if cache_len is None:
-        return shifted
-    b, h, t, l = raw.shape  # noqa: E741
-    m = l - t
-    i = jnp.arange(t)[:, None]
-    j = jnp.arange(l)[None, :]
-    beyond = j >= i + m + 2  # [t, l]
-    row = jnp.minimum(i + 1, t - 1)  # query i+1 (clipped where the entry is not used)
-    col = jnp.clip(j[None] - i[None] - cache_len[:, None, None].astype(jnp.int32) - 2,
-                   0, l - 1)  # [b, t, l]
-    index = (row[None] * l + col).reshape(b, 1, t * l)
-    leftover = jnp.take_along_axis(raw.reshape(b, h, t * l), index, axis=-1)
-    return jnp.where(beyond[None, None], leftover.reshape(b, h, t, l), shifted)
-
-
-def relative_attention(
-    q: Float[Array, "b h t d"],
-    k: Float[Array, "b h l d"],
-    v: Float[Array, "b h l d"],
-    r_head: Float[Array, "h l d"],
-    u: Float[Array, "h d"],
-    r_bias: Float[Array, "h d"],
-    *,
-    spec: MaskSpec = CAUSAL,
-    kv_start: Int[Array, " b"] | None = None,
-    extra_visible: Bool[Array, "t l"] | None = None,
-    cache_len: Int[Array, " b"] | None = None,
-    attn_dropout: float = 0.0,
-    key: jax.Array | None = None,
-    impl: str = "auto",
-) -> Float[Array, "b h t d"]:
-    """softmax_j(((q_i+u)ᵀk_j + (q_i+v_r)ᵀ W_r R_{i-j}) / √d) v_j over the visible keys.
-
-    ``spec``/``kv_start`` are the shared attention mask; ``extra_visible`` (optional) hides more
-    (query, key) pairs (RMT memory rows versus the XL cache). ``cache_len`` (optional): the
-    valid cache rows per stream, for the reference's positional term beyond the causal limit
-    (see :func:`relative_position_bias`; only a mask with ``prefix``/``suffix`` rows sees it).
-    With ``attn_dropout`` and a ``key`` the probabilities are dropped out (``dropatt``).
-    ``impl`` goes to the attention op (see :mod:`recurrentlab.ops.dispatch`).
-    """
-    scale = q.shape[-1] ** -0.5
-    bias = relative_position_bias(q, r_head, r_bias, cache_len) * scale
-    if extra_visible is not None:
-        bias = jnp.where(extra_visible[None, None], bias, -jnp.inf)
-    qu = q + u[None, :, None, :]
-    return attention(qu, k, v, spec=spec, scale=scale, kv_start=kv_start, bias=bias,
-                     dropout=attn_dropout, key=key, impl=impl)
 
 
 class XLLayer(nnx.Module):
@@ -208,7 +134,8 @@ class XLLayer(nnx.Module):
         *,
         spec: MaskSpec,
         kv_start: jax.Array,
-        extra_visible: jax.Array | None,
+        memory_sees_cache: bool = True,
+        same_length: bool = False,
         cache_len: jax.Array | None = None,
         dropout_rate: float,
         attn_dropout: float,
@@ -222,8 +149,9 @@ class XLLayer(nnx.Module):
         r_head = split_heads(self.r_net(pos)[None], self.num_heads)[0]  # [h, l, d_head]
         att_key = keys() if attn_dropout > 0.0 else None
         a = relative_attention(q, k, v, r_head, u, r_bias, spec=spec, kv_start=kv_start,
-                               extra_visible=extra_visible, cache_len=cache_len,
-                               attn_dropout=attn_dropout, key=att_key, impl=impl)
+                               memory_sees_cache=memory_sees_cache, same_length=same_length,
+                               cache_len=cache_len, attn_dropout=attn_dropout, key=att_key,
+                               impl=impl)
         h = self.ln_attn(h + dropout(self.out(merge_heads(a)), dropout_rate, keys()))
         f = dropout(jax.nn.relu(self.fc1(h)), dropout_rate, keys())
         return self.ln_ff(h + dropout(self.fc2(f), dropout_rate, keys()))
@@ -264,7 +192,6 @@ class XLLayer(nnx.Module):
                                 bias=bias)
         h = self.ln_attn(h + self.out(merge_heads(a)))
         return self.ln_ff(h + self.fc2(jax.nn.relu(self.fc1(h)))), k_cache, v_cache
-
 
 
 @register_model("transformer_xl")
@@ -336,13 +263,13 @@ class TransformerXL(SequenceModel):
         *,
         keys: Keys,
         spec: MaskSpec = CAUSAL,
-        cache_visible_rows: Bool[Array, " t"] | None = None,
+        memory_sees_cache: bool = True,
     ) -> tuple[Float[Array, "b t d"], XLCarry]:
         """Dropout on the input rows, all layers over [cache; rows], the cache update.
 
-        ``cache_visible_rows`` (optional): which query rows may attend to the cache (RMT's
-        memory rows do not, unless ``read_mem_from_cache``). Returns the last layer's output
-        (before the output dropout) and the new carry.
+        ``memory_sees_cache=False``: the ``spec.prefix``/``suffix`` rows (RMT's memory rows)
+        do not attend to the cache (the reference, unless ``read_mem_from_cache``). Returns
+        the last layer's output (before the output dropout) and the new carry.
         """
         b, t, _ = h.shape
         m = self.mem_len
@@ -353,17 +280,12 @@ class TransformerXL(SequenceModel):
         h = dropout(h, self.dropout, keys())
         pos = dropout(sinusoid(distance, self.d_model), self.dropout, keys())
         kv_start = (m - carry.length).astype(jnp.int32)
-        extra = None
-        if cache_visible_rows is not None and m > 0:
-            extra = cache_visible_rows[:, None] | (jnp.arange(l) >= m)[None, :]
-        if self.same_length:
-            # Reference: masked = triu(1 + mlen) + tril(-shift), shift = qlen - (klen - mem_len)
-            # (or qlen when klen <= mem_len), with klen = mlen + qlen its own cache length mlen.
-            # Visible: j_ref > i + mlen - mem_len. Our cache is front-padded to mem_len rows,
-            # j = j_ref + mem_len - mlen, so the condition is j > i, the padding being masked
-            # by kv_start; when klen <= mem_len no valid key has j <= i, as in the reference.
-            window = jnp.arange(l)[None, :] > jnp.arange(t)[:, None]
-            extra = window if extra is None else extra & window
+        # same_length, the reference: masked = triu(1 + mlen) + tril(-shift), shift = qlen -
+        # (klen - mem_len) (or qlen when klen <= mem_len), with klen = mlen + qlen its own cache
+        # length mlen. Visible: j_ref > i + mlen - mem_len. Our cache is front-padded to
+        # mem_len rows, j = j_ref + mem_len - mlen, so the condition is j > i (the op's
+        # ``same_length``), the padding being masked by kv_start; when klen <= mem_len no valid
+        # key has j <= i, as in the reference.
         # Rows that see past the causal limit (RMT memory rows) read the positional term's
         # leftovers there, which in the reference depend on the actual cache length.
         cache_len = carry.length if (m > 0 and (spec.prefix or spec.suffix)) else None
@@ -371,7 +293,8 @@ class TransformerXL(SequenceModel):
         for layer, cache in zip(self.layers, carry.cache, strict=True):
             inputs.append(h)
             h = layer(h, cache, pos, self.u[...], self.v[...], spec=spec, kv_start=kv_start,
-                      extra_visible=extra, cache_len=cache_len, dropout_rate=self.dropout,
+                      memory_sees_cache=memory_sees_cache, same_length=self.same_length,
+                      cache_len=cache_len, dropout_rate=self.dropout,
                       attn_dropout=self.attn_dropout, keys=keys, impl=self.impl)
         new_cache = tuple(
             jax.lax.stop_gradient(jnp.concatenate([c.astype(x.dtype), x], axis=1)[:, l - m:])
@@ -441,7 +364,6 @@ class TransformerXL(SequenceModel):
             vs.append(v)
         state = state._replace(k=tuple(ks), v=tuple(vs), row=state.row + 1)
         return self.head(h)[:, 0], state
-
 
 
 def expected_params(vocab_size: int, num_layers: int, d_model: int, num_heads: int,

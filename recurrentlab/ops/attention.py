@@ -98,12 +98,16 @@ def dropout_seed(key: jax.Array) -> jax.Array:
     return jax.random.bits(key, (), jnp.uint32)
 
 
-def dropout_keep(seed: jax.Array, shape: tuple[int, int, int, int], rate: float) -> jax.Array:
-    """Bool[b, h, t, l]: the pairs attention-probability dropout keeps (see module doc)."""
+def dropout_keep(seed: jax.Array, shape: tuple[int, int, int, int], rate: float,
+                 rows=None) -> jax.Array:
+    """Bool[b, h, t, l]: the pairs attention-probability dropout keeps (see module doc).
+
+    ``rows`` (optional, Int[r]): only these query rows, Bool[b, h, r, l]."""
     b, h, t, l = shape  # noqa: E741
     head = (jnp.arange(b, dtype=jnp.uint32)[:, None] * jnp.uint32(h)
             + jnp.arange(h, dtype=jnp.uint32)[None, :])[:, :, None, None]
-    rows = jnp.arange(t, dtype=jnp.uint32)[:, None]
+    rows = jnp.arange(t) if rows is None else jnp.asarray(rows)
+    rows = rows.astype(jnp.uint32)[:, None]
     cols = jnp.arange(l, dtype=jnp.uint32)[None, :]
     bits = keep_bits(head_seed(jnp.asarray(seed, jnp.uint32), head), rows, cols)
     return bits >= jnp.uint32(dropout_threshold(rate))
@@ -197,6 +201,12 @@ def attention_probs(
     if bias is not None:
         scores = scores + bias
     visible = attention_mask(q.shape[2], k.shape[2], spec, kv_start)[:, None]
+    return masked_softmax(scores, visible)
+
+
+def masked_softmax(scores: jax.Array, visible: jax.Array) -> jax.Array:
+    """softmax over the last axis of the ``visible`` entries; a row with none is all zeros
+    (and its gradient is zero, not NaN)."""
     scores = jnp.where(visible, scores, -jnp.inf)
     peak = jax.lax.stop_gradient(jnp.max(scores, axis=-1, keepdims=True))
     peak = jnp.where(jnp.isfinite(peak), peak, 0.0)

@@ -38,7 +38,8 @@ IMPLS: tuple[str, ...] = ("auto", "xla", "pallas", "interpret")
 ACCELERATORS = ("gpu", "cuda", "rocm", "tpu")
 
 #: op name -> the module of ``recurrentlab.kernels`` that implements it
-KERNEL_MODULES = {"attention": "memory_attention", "ntm_memory_step": "ntm_memory"}
+KERNEL_MODULES = {"attention": "memory_attention", "relative_attention": "memory_attention",
+                  "ntm_memory_step": "ntm_memory"}
 
 logger = logging.getLogger("recurrentlab.ops")
 _SAID: set[tuple[str, str]] = set()
