@@ -143,7 +143,7 @@ def test_abstract_inputs_allocate_nothing_for_an_enwik8_sized_model():
     _, _, (state, rest, carry, batch) = measure.abstract_train_inputs(config, 256)
     leaves = jax.tree.leaves((state, rest, carry, batch))
     assert leaves and all(isinstance(x, jax.ShapeDtypeStruct) for x in leaves)
-    assert measure.count_params(state["params"]) > 40_000_000  # AWD-LSTM-sized, never built
+    assert measure.count_params(state.params) > 40_000_000  # AWD-LSTM-sized, never built
     assert batch["inputs"].shape == (16, 1024)
 
 

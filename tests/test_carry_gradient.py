@@ -159,7 +159,7 @@ def _summed_gradients(mode, windows, diagonal=False, **model):
     total = None
     for i in range(windows):
         state, _ = step(state, rest, fresh, _window(i))
-        grads = _named(state["opt_state"])  # a host copy: the next step donates the state
+        grads = _named(state.opt_state)  # a host copy: the next step donates the state
         total = grads if total is None else {k: total[k] + grads[k] for k in total}
     return total
 
@@ -243,16 +243,16 @@ def test_none_is_the_truncated_bptt_step_bit_for_bit():
     def reference(state, rest, fresh, batch):  # the train step before train.carry_gradient
         t = config.train
         reset = batch["reset"] | (not t.carry_across_windows)
-        carry = reset_carry(state["carry"], fresh, reset)
-        key = jax.random.fold_in(jax.random.fold_in(state["rng"], 1), state["step"])
+        carry = reset_carry(state.carry, fresh, reset)
+        key = jax.random.fold_in(jax.random.fold_in(state.rng, 1), state.step)
 
         def loss_fn(params):
             return window_loss(nnx.merge(graphdef, params, rest), carry, batch, segment_len=S,
                                train=True, key=key, remat=t.remat, unroll=t.scan_unroll)
 
-        (_, (carry_out, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        return optax.apply_updates(state["params"], updates), opt_state, carry_out
+        (_, (carry_out, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return optax.apply_updates(state.params, updates), opt_state, carry_out
 
     states = []
     for _ in range(2):
@@ -260,16 +260,16 @@ def test_none_is_the_truncated_bptt_step_bit_for_bit():
         graphdef, state, rest, fresh = init_train_state(model, config, tx,
                                                         Placement.from_config(config))
         states.append(state)
-    assert "influence" not in states[0]
+    assert states[0].influence is None
     step, reference = make_train_step(graphdef, config, tx), jax.jit(reference)
     ours, theirs = states
     for i in range(3):
         ours, _ = step(ours, rest, fresh, _window(i))
         params, opt_state, carry = reference(theirs, rest, fresh, _window(i))
-        theirs = {**theirs, "params": params, "opt_state": opt_state, "carry": carry,
-                  "step": theirs["step"] + 1}
+        theirs = theirs.replace(params=params, opt_state=opt_state, carry=carry,
+                                step=theirs.step + 1)
         for name in ("params", "opt_state", "carry"):
-            a, b = _named(ours[name]), _named(theirs[name])
+            a, b = _named(getattr(ours, name)), _named(getattr(theirs, name))
             for k in a:
                 np.testing.assert_array_equal(a[k], b[k], err_msg=f"step {i} {name} {k}")
 
@@ -287,12 +287,13 @@ def test_reset_streams_start_with_zero_influence(mode):
         step, state, rest, fresh = _setup(config)
         state, _ = step(state, rest, fresh, _window(0))
         state, _ = step(state, rest, fresh, _window(1))  # a non-zero influence and carry now
-        influence = state["influence"]
+        influence = state.influence
         assert max(np.abs(np.asarray(x)).max() for x in jax.tree.leaves(influence)) > 0
         if zero_first:
-            state["influence"] = jax.tree.map(lambda x: x.at[0].set(0.0), influence)
+            state = state.replace(
+                influence=jax.tree.map(lambda x: x.at[0].set(0.0), influence))
         state, _ = step(state, rest, fresh, _window(2, reset=reset))
-        results.append((_named(state["opt_state"]), _named(state["influence"])))
+        results.append((_named(state.opt_state), _named(state.influence)))
     (grads_a, infl_a), (grads_b, infl_b), (grads_c, _) = results
     for k in grads_a:  # with stream 0 reset, its old influence makes no difference
         np.testing.assert_array_equal(grads_a[k], grads_b[k], err_msg=k)
@@ -340,9 +341,9 @@ def _zero_influence_in_checkpoint(folder, step, config):
         state, meta = checkpoints.restore(step, template)
     finally:
         checkpoints.close()
-    saved = jax.tree.leaves(state["influence"])
+    saved = jax.tree.leaves(state.influence)
     assert max(np.abs(np.asarray(x)).max() for x in saved) > 0  # the checkpoint held it
-    state["influence"] = jax.tree.map(jnp.zeros_like, state["influence"])
+    state = state.replace(influence=jax.tree.map(jnp.zeros_like, state.influence))
     shutil.rmtree(folder / str(step))
     checkpoints = Checkpoints(folder)
     try:

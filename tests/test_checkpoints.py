@@ -4,6 +4,7 @@ the run resumes from the last committed step, and nothing is deleted."""
 import json
 import shutil
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
@@ -138,3 +139,37 @@ def jax_leaves(tree):
     import jax
 
     return jax.tree.leaves(tree)
+
+
+def test_a_checkpoint_of_the_dict_state_restores_into_the_typed_state(tmp_path, tiny_config):
+    """Run workdirs written while the train state was a dict (``{"params": ..., "opt_state":
+    ..., "carry": ..., "step": ..., "rng": ...}``) resume: the typed state is saved under the
+    same leaf names, and restores from such a checkpoint value for value."""
+    from recurrentlab.train.checkpoint import flatten_named
+    from recurrentlab.train.distributed import Placement
+    from recurrentlab.train.optim import make_optimizer
+    from recurrentlab.train.state import TrainState
+    from recurrentlab.train.trainer import build_run, init_train_state
+
+    config = tiny_config()
+    _, model = build_run(config)
+    tx = make_optimizer(config.train)
+    _, template, _, _ = init_train_state(model, config, tx, Placement.from_config(config))
+    assert isinstance(template, TrainState) and template.influence is None
+    old = {name: getattr(template, name) for name in ("params", "opt_state", "carry", "rng")}
+    old["carry"] = jax.tree.map(lambda x: x + 1.0, old["carry"])
+    old["step"] = jnp.asarray(7, jnp.int32)
+    assert set(flatten_named(template)) == set(flatten_named(old))  # one on-disk layout
+    checkpoints = Checkpoints(tmp_path / "checkpoints")
+    try:
+        checkpoints.save(7, old, {"step": 7})
+        checkpoints.wait()
+        restored, meta = checkpoints.restore(7, template)
+    finally:
+        checkpoints.close()
+    assert isinstance(restored, TrainState) and int(restored.step) == 7 and meta == {"step": 7}
+    ours, theirs = flatten_named(restored), flatten_named(old)
+    for name, leaf in theirs.items():
+        np.testing.assert_array_equal(np.asarray(ours[name]), np.asarray(leaf), err_msg=name)
+    assert restored.as_dict().keys() == old.keys()
+    assert TrainState.from_dict(restored.as_dict()) == restored

@@ -86,7 +86,7 @@ def test_fsdp_state_stays_sharded_through_a_step():
     batch = placement.batch(dataset.train_window(0, t.batch_size, t.segment_len * t.bptt_segments))
     new_state, _ = step(state, rest, fresh, batch)
     split = 0
-    for before, after in zip(jax.tree.leaves(state["params"]), jax.tree.leaves(new_state["params"]),
+    for before, after in zip(jax.tree.leaves(state.params), jax.tree.leaves(new_state.params),
                              strict=True):
         expected = param_spec(before.shape, 4)
         assert before.sharding.spec == expected
@@ -96,10 +96,10 @@ def test_fsdp_state_stays_sharded_through_a_step():
         if expected != PartitionSpec():
             assert after.addressable_shards[0].data.size * 4 == after.size
     assert split >= 4  # the LSTM's weight matrices and biases are all split
-    for moment in jax.tree.leaves(new_state["opt_state"]):
+    for moment in jax.tree.leaves(new_state.opt_state):
         if moment.ndim:
             assert moment.sharding.spec == param_spec(moment.shape, 4)
-    for leaf in jax.tree.leaves(new_state["carry"]):
+    for leaf in jax.tree.leaves(new_state.carry):
         assert leaf.sharding.spec == PartitionSpec("data")
 
 
@@ -138,10 +138,10 @@ def test_checkpoint_from_four_devices_resumes_on_fewer(runs, tmp_path, devices):
         restored, meta = checkpoints.restore(3, template)
     finally:
         checkpoints.close()
-    assert meta["step"] == 3 and int(restored["step"]) == 3
+    assert meta["step"] == 3 and int(restored.step) == 3
     for leaf in jax.tree.leaves(restored):
         assert leaf.sharding.mesh.devices.size == devices
-    for leaf in jax.tree.leaves(restored["carry"]):
+    for leaf in jax.tree.leaves(restored.carry):
         assert leaf.addressable_shards[0].data.shape[0] == config.train.batch_size // devices
 
     summary = train_and_evaluate(config, workdir)

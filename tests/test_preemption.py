@@ -88,7 +88,7 @@ def test_sigterm_leaves_a_restorable_checkpoint(tmp_path):
         state, meta = checkpoints.restore(step, template)
     finally:
         checkpoints.close()
-    assert int(state["step"]) == step and meta["step"] == step
+    assert int(state.step) == step and meta["step"] == step
     logged = max(r["step"] for r in read_metrics(workdir, "train"))
     assert logged == step  # stopped right after the step it saved
 

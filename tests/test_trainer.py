@@ -237,7 +237,7 @@ def test_the_train_step_donates_its_state_and_keeps_the_fresh_carry(tiny_config)
     for i in range(2):
         batch = placement.batch(dataset.train_window(i, t.batch_size,
                                                      t.segment_len * t.bptt_segments))
-        before = jax.tree.leaves(state["params"])
+        before = jax.tree.leaves(state.params)
         state, _ = step(state, rest, fresh, batch)
         assert all(leaf.is_deleted() for leaf in before)  # updated in place, not copied
     assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(fresh))

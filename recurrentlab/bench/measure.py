@@ -36,6 +36,7 @@ from recurrentlab.models import build_model
 from recurrentlab.sample import Decoder, make_segment_fn
 from recurrentlab.train.distributed import Placement
 from recurrentlab.train.optim import make_optimizer
+from recurrentlab.train.state import TrainState
 from recurrentlab.train.trainer import init_train_state, make_train_step
 
 
@@ -106,9 +107,9 @@ def abstract_train_inputs(config: ml_collections.ConfigDict, vocab_size: int):
     opt_state = jax.eval_shape(tx.init, params)
     fresh_carry = jax.eval_shape(
         lambda p, r: nnx.merge(graphdef, p, r).init_carry(config.train.batch_size), params, rest)
-    state = {"params": params, "opt_state": opt_state, "carry": fresh_carry,
-             "step": jax.ShapeDtypeStruct((), jnp.int32),
-             "rng": jax.eval_shape(lambda: jax.random.PRNGKey(0))}
+    state = TrainState(params=params, opt_state=opt_state, carry=fresh_carry,
+                       step=jax.ShapeDtypeStruct((), jnp.int32),
+                       rng=jax.eval_shape(lambda: jax.random.PRNGKey(0)))
     return graphdef, tx, (state, rest, fresh_carry, abstract_batch(config))
 
 
@@ -165,8 +166,8 @@ def compile_only(config: ml_collections.ConfigDict, vocab_size: int) -> dict[str
     compiled, times = compile_step(step, args)
     state, _, fresh_carry, _ = args
     return {"compile": times, "memory": memory_analysis_bytes(compiled),
-            "params": count_params(state["params"]), "carry_bytes": nbytes(fresh_carry),
-            "param_bytes": nbytes(state["params"])}
+            "params": count_params(state.params), "carry_bytes": nbytes(fresh_carry),
+            "param_bytes": nbytes(state.params)}
 
 
 def interleaved_times(runs: dict[str, Callable[[], Any]], *, warmup: int, repeats: int
@@ -220,7 +221,7 @@ class PreparedTrain:
         self.steps_per_repeat = steps_per_repeat
         self.tokens_per_run = tokens_per_step(config) * steps_per_repeat
         self.info = {"compile_s": times["total_s"], "compile": times,
-                     "params": count_params(state["params"])}
+                     "params": count_params(state.params)}
 
     def run(self) -> None:
         s = self._state
@@ -243,7 +244,7 @@ class PreparedTrain:
         return out
 
     def model(self) -> nnx.Module:
-        return nnx.merge(self._graphdef, self._state["params"], self._args[0])
+        return nnx.merge(self._graphdef, self._state.params, self._args[0])
 
 
 def measure_train(config: ml_collections.ConfigDict, vocab_size: int, *, warmup: int,

@@ -14,7 +14,7 @@ leaves of a stream's carry, raveled), p the parameters the influence covers.
 
 A stream that starts afresh (``reset``) has ``s0 = init_carry`` and ``J0 = 0``: the influence
 resets with the carry. The influence is training state: it is saved in checkpoints beside
-the carry (state key ``"influence"``) and a resumed run continues bit-for-bit. With the
+the carry (``TrainState.influence``) and a resumed run continues bit-for-bit. With the
 parameters held fixed, the summed gradients of consecutive windows are exactly full BPTT
 through all of them; with the parameters moving between windows, J mixes the Jacobians of
 earlier parameters (as online RTRL always does).
@@ -72,6 +72,7 @@ from recurrentlab.config import CARRY_GRADIENT_MODES
 from recurrentlab.errors import ConfigError
 from recurrentlab.models.base import Carry, SequenceModel, registered_models, reset_carry
 from recurrentlab.models.base import model_class as _model_class
+from recurrentlab.train.state import TrainState
 from recurrentlab.train.step import window_loss
 
 __all__ = ["CARRY_GRADIENT_MODES", "check_carry_gradient", "influence_gradients",
@@ -191,15 +192,15 @@ def reset_influence(influence: Any, reset: jax.Array) -> Any:
     return reset_carry(influence, jax.tree.map(jnp.zeros_like, influence), reset)
 
 
-def with_influence(state: dict[str, Any], model: SequenceModel,
-                   config: ml_collections.ConfigDict, placement) -> dict[str, Any]:
+def with_influence(state: TrainState, model: SequenceModel,
+                   config: ml_collections.ConfigDict, placement) -> TrainState:
     """``state`` with the zero influence of ``train.carry_gradient`` added (split over the
     streams like the carry); ``state`` itself when the mode is "none"."""
     mode = mode_of(config)
     if mode == "none":
         return state
     influence = init_influence(model, mode, config.train.batch_size)
-    return {**state, "influence": placement.batch(influence)}
+    return state.replace(influence=placement.batch(influence))
 
 
 # ----------------------------------------------------------------------------- rtrl

@@ -2,9 +2,11 @@
 
 Each checkpoint step folder holds two items:
 
-* ``state``: params, optimiser state, the carry at the step boundary (training state: a
-  resumed run continues bit-for-bit), the step and the base PRNG key, saved as a flat
-  mapping ``{"params.layers.0.kernel": array, ...}`` so names survive refactors of pytrees;
+* ``state``: the :class:`~recurrentlab.train.state.TrainState` (params, optimiser state, the
+  carry at the step boundary, the step, the base PRNG key and any influence: a resumed run
+  continues bit-for-bit), saved as a flat mapping ``{"params.layers.0.kernel": array, ...}``
+  of its leaves' dotted paths, so names survive refactors of pytrees (a dict state with the
+  same keys saves under the same names, and either restores into the other);
 * ``meta``: JSON with the config, its hash, the code version and the step.
 
 Saving is asynchronous; :meth:`Checkpoints.close` waits for it. A checkpoint that cannot be

@@ -46,6 +46,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from recurrentlab.errors import ConfigError, RecurrentLabError
+from recurrentlab.train.state import TrainState
 
 DATA = "data"  # the mesh axis name
 
@@ -207,19 +208,20 @@ class Placement:
             return self.replicated
         return NamedSharding(self.mesh, param_spec(tuple(shape), self.size))
 
-    def state_shardings(self, state: dict[str, Any]) -> dict[str, Any]:
-        """Shardings of a train state (works on arrays and on tracers inside ``jit``)."""
-        out = {}
-        for name, tree in state.items():
-            if name in ("params", "opt_state"):
-                out[name] = jax.tree.map(lambda x: self.param_sharding(x.shape), tree)
-            elif name in ("carry", "influence"):  # per stream (influence: train.carry_gradient)
-                out[name] = jax.tree.map(lambda x: self.sharded, tree)
-            else:
-                out[name] = jax.tree.map(lambda x: self.replicated, tree)
-        return out
+    def per_stream(self, tree: Any) -> Any:
+        """Shardings of a batch-first tree (a carry): each device holds its streams."""
+        return jax.tree.map(lambda x: self.sharded, tree)
 
-    def constrain(self, state: dict[str, Any]) -> dict[str, Any]:
+    def state_shardings(self, state: TrainState) -> TrainState:
+        """Shardings of a train state (works on arrays and on tracers inside ``jit``)."""
+        params = lambda tree: jax.tree.map(lambda x: self.param_sharding(x.shape), tree)
+        replicated = lambda tree: jax.tree.map(lambda x: self.replicated, tree)
+        return TrainState(params=params(state.params), opt_state=params(state.opt_state),
+                          carry=self.per_stream(state.carry), step=replicated(state.step),
+                          rng=replicated(state.rng),
+                          influence=self.per_stream(state.influence))  # train.carry_gradient
+
+    def constrain(self, state: TrainState) -> TrainState:
         """Pin a train state computed inside ``jit`` to its shardings."""
         return jax.tree.map(jax.lax.with_sharding_constraint, state, self.state_shardings(state))
 

@@ -3,14 +3,16 @@
 A step takes window ``t`` (``W = K*S`` tokens per stream, a pure function of ``t``), resets
 the carry of streams that start afresh, scans the K segments (``step.window_loss``), applies
 one optimiser update and hands the carry to the next step under ``stop_gradient`` (or resets
-it when ``train.carry_across_windows`` is false). The train state — params, optimiser state,
-carry, step, base key, and with ``train.carry_gradient`` the influence
-(:mod:`recurrentlab.train.carry_gradient`) — is checkpointed, so a resumed run continues
-bit-for-bit.
+it when ``train.carry_across_windows`` is false). The train state
+(:class:`~recurrentlab.train.state.TrainState`: params, optimiser state, carry, step, base
+key, and with ``train.carry_gradient`` the influence) is checkpointed, so a resumed run
+continues bit-for-bit. :class:`TrainLoop` is the run in named pieces (step, train record,
+periodic evaluation, checkpoint, preemption, final evaluation and summary).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -45,6 +47,7 @@ from recurrentlab.train.distributed import (
 from recurrentlab.train.evaluate import EvalSettings, Evaluator
 from recurrentlab.train.logging import MetricWriter
 from recurrentlab.train.optim import make_optimizer
+from recurrentlab.train.state import TrainState
 from recurrentlab.train.step import window_loss
 from recurrentlab.train.workdir import code_version, prepare_workdir, read_summary, write_summary
 
@@ -149,10 +152,10 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
     t = config.train
     gradients = influence_gradients(graphdef, config)  # None: train.carry_gradient="none"
 
-    def train_step(state: dict[str, Any], rest: Any, fresh_carry: Any, batch: dict[str, Any]):
+    def train_step(state: TrainState, rest: Any, fresh_carry: Any, batch: dict[str, Any]):
         reset = batch["reset"] | (not t.carry_across_windows)
-        carry = reset_carry(state["carry"], fresh_carry, reset)
-        key = jax.random.fold_in(jax.random.fold_in(state["rng"], 1), state["step"])
+        carry = reset_carry(state.carry, fresh_carry, reset)
+        key = jax.random.fold_in(jax.random.fold_in(state.rng, 1), state.step)
 
         def loss_fn(params):
             model = nnx.merge(graphdef, params, rest)
@@ -161,25 +164,24 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
 
         if gradients is None:  # truncated BPTT
             (loss, (carry_out, totals)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state["params"])
+                state.params)
+            influence_out = None
         else:  # gradients through the carry; the influence resets with the carry
             loss, (carry_out, totals), grads, influence_out = gradients(
-                state["params"], rest, carry, reset_influence(state["influence"], reset), batch,
-                key)
+                state.params, rest, carry, reset_influence(state.influence, reset), batch, key)
         grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree.leaves(grads)))
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-        new_state = {
-            "params": keep(params, state["params"]),
-            "opt_state": keep(opt_state, state["opt_state"]),
-            "carry": keep(carry_handoff(carry_out), state["carry"]),
-            "step": state["step"] + 1,
-            "rng": state["rng"],
-        }
-        if gradients is not None:
-            new_state["influence"] = keep(influence_out, state["influence"])
+        new_state = TrainState(
+            params=keep(params, state.params),
+            opt_state=keep(opt_state, state.opt_state),
+            carry=keep(carry_handoff(carry_out), state.carry),
+            step=state.step + 1,
+            rng=state.rng,
+            influence=keep(influence_out, state.influence),  # None: truncated BPTT
+        )
         if placement is not None:
             new_state = placement.constrain(new_state)
         # The logged loss is the cross-entropy alone; an auxiliary loss (AWD's AR/TAR) is
@@ -208,18 +210,17 @@ def init_train_state(model: nnx.Module, config: ml_collections.ConfigDict,
 
     def init_state(params, rest):
         carry = lambda: nnx.merge(graphdef, params, rest).init_carry(batch_size)
-        state = {"opt_state": tx.init(params),
-                 "carry": carry(),  # own buffers, apart from the fresh carry: the state is donated
-                 "step": jnp.zeros((), jnp.int32),
-                 "rng": jax.random.PRNGKey(seed)}
-        return state, carry()
+        # the carry gets buffers of its own, apart from the fresh carry: the state is donated
+        return TrainState(params=None, opt_state=tx.init(params), carry=carry(),
+                          step=jnp.zeros((), jnp.int32), rng=jax.random.PRNGKey(seed)), carry()
 
-    shapes, fresh_shapes = jax.eval_shape(init_state, params, rest)
-    shardings = (placement.state_shardings(shapes), placement.state_shardings(
-        {"carry": fresh_shapes})["carry"])
-    state, fresh_carry = jax.jit(init_state, out_shardings=shardings)(params, rest)
-    state = with_influence(state, model, config, placement)  # train.carry_gradient
-    return graphdef, {"params": params, **state}, rest, fresh_carry
+    shapes, _ = jax.eval_shape(init_state, params, rest)
+    shardings = placement.state_shardings(shapes)
+    state, fresh_carry = jax.jit(init_state, out_shardings=(shardings, shardings.carry))(
+        params, rest)
+    state = with_influence(state.replace(params=params), model, config,
+                           placement)  # train.carry_gradient
+    return graphdef, state, rest, fresh_carry
 
 
 def load_trained(workdir: str | Path, *, step: int | None = None,
@@ -251,18 +252,217 @@ def load_trained(workdir: str | Path, *, step: int | None = None,
         state, _ = checkpoints.restore(step, state)
     finally:
         checkpoints.close()
-    return config, dataset, nnx.merge(graphdef, state["params"], rest), step
+    return config, dataset, nnx.merge(graphdef, state.params, rest), step
 
 
-def _check_finite(pending: list[tuple[int, Any]], last_good: int | None) -> None:
-    for step, finite in pending:
-        if not bool(finite):
-            kept = f"checkpoint step {last_good} is kept" if last_good else "no checkpoint yet"
-            raise NonFiniteError(
-                f"loss or gradients became NaN/Inf at step {step} ({kept}); lower train.lr, "
-                f"set train.clip_norm, or check the data"
-            )
-    pending.clear()
+class TrainClock:
+    """Training time apart from what runs between steps.
+
+    ``compile_seconds`` is the first step (tracing, compiling, running it). After it,
+    ``tokens_per_sec`` counts the tokens of the steps since the last train record over the
+    seconds since then, less the seconds spent :meth:`paused` (evaluations, checkpoint saves).
+    """
+
+    def __init__(self, step: int, tokens_per_step: int):
+        self.tokens_per_step = tokens_per_step
+        self.compile_seconds: float | None = None
+        self.restart(step)
+
+    def restart(self, step: int) -> None:
+        """Start counting at ``step`` (now), nothing paused yet."""
+        self.mark, self.mark_step, self.excluded = time.time(), step, 0.0
+
+    def stepped(self, done: int, loss: jax.Array) -> None:
+        """After step ``done``: the first one (waited for) is the compile time."""
+        if self.compile_seconds is None:
+            jax.block_until_ready(loss)
+            self.compile_seconds = time.time() - self.mark
+            self.mark, self.mark_step = time.time(), done
+
+    @contextlib.contextmanager
+    def paused(self):
+        """Seconds inside this block are not training time."""
+        paused = time.time()
+        yield
+        self.excluded += time.time() - paused
+
+    def tokens_per_sec(self, done: int) -> float | None:
+        """Training throughput since the last :meth:`restart`; None when no step ran since."""
+        if done <= self.mark_step:
+            return None
+        seconds = time.time() - self.mark - self.excluded
+        return (done - self.mark_step) * self.tokens_per_step / seconds
+
+
+class TrainLoop:
+    """One run of :func:`train_and_evaluate` in named pieces, each with one job.
+
+    :meth:`run` is the whole run: :meth:`train` (the step loop, calling :meth:`step`,
+    :meth:`log_train`, :meth:`evaluate`, :meth:`checkpoint` at their intervals), then
+    :meth:`stop_preempted` after a SIGTERM, else :meth:`finish` (final evaluations and the
+    summary). The state restored from the workdir's last checkpoint (if any) is where it starts.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir: Path, dataset: Any,
+                 model: nnx.Module, placement: Placement, tx: optax.GradientTransformation):
+        t = config.train
+        self.config, self.workdir = config, workdir
+        self.dataset, self.placement = dataset, placement
+        self.window_len = t.segment_len * t.bptt_segments
+        graphdef, state, self.rest, self.fresh_carry = init_train_state(model, config, tx,
+                                                                        placement)
+        self.checkpoints = Checkpoints(workdir / "checkpoints", keep=t.keep_checkpoints)
+        start = self.checkpoints.latest_step()
+        resumed_meta: dict[str, Any] = {}
+        if start is not None:
+            state, resumed_meta = self.checkpoints.restore(start, state)
+        self.state: TrainState = state
+        self.start = start = int(state.step)
+        self.meta = {"config": to_json(config), "config_hash": config_hash(config),
+                     "code_version": code_version()}
+        self.writer = MetricWriter(workdir, total_steps=t.num_steps, start_step=start,
+                                   progress_bar=t.progress_bar,
+                                   is_main=jax.process_index() == 0)
+        if start:
+            self.writer.write("resume", start, {})
+        self.train_step = make_train_step(graphdef, config, tx, placement)
+        self.evaluator = Evaluator(eval_model(model, config, dataset.vocab_size), dataset,
+                                   EvalSettings.from_config(config), placement=placement)
+        self.pending: list[tuple[int, Any]] = []  # (step, finite flag) not checked yet
+        self.last_good = start or None  # the last step checkpointed
+        self.done = start
+        self.stopped_at = start if resumed_meta.get("stop_when_met") else None  # stop_when
+        self.guard = PreemptionGuard(placement)
+        self.started = time.time()
+        self.clock = TrainClock(start, t.batch_size * self.window_len)
+
+    def run(self) -> dict[str, Any]:
+        """Train, then finish (or checkpoint and raise :class:`Preempted` on SIGTERM)."""
+        self.guard.install()  # SIGTERM: checkpoint this step, then stop
+        try:
+            self.train()
+            if self.guard.stop_after_loop():
+                self.stop_preempted()
+            self.guard.uninstall()
+            self.checkpoints.wait()
+            return self.finish()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.guard.uninstall()
+        self.checkpoints.close()
+        self.writer.close()
+
+    def run_eval(self, split: str) -> dict[str, float]:
+        return self.evaluator(self.state.params, split)  # compiled at its first call
+
+    # -- the step loop
+    def train(self) -> None:
+        """Steps from the restored one to ``train.num_steps``; stops early on ``stop_when`` or
+        a SIGTERM."""
+        t = self.config.train
+        for step in range(self.start, self.start if self.stopped_at else t.num_steps):
+            metrics = self.step(step)
+            done = self.done
+            self.writer.advance()
+            if done % t.log_every == 0 or done == t.num_steps:
+                self.log_train(done, metrics)
+            if t.eval_every and done % t.eval_every == 0 and done < t.num_steps:
+                self.evaluate(done, metrics)
+            if done % t.checkpoint_every == 0 or done == t.num_steps or self.stopped_at:
+                self.checkpoint(done)
+            if self.guard.should_stop() or self.stopped_at:
+                break
+
+    def step(self, step: int) -> dict[str, jax.Array]:
+        """One optimiser step on the window of ``step`` (dispatched, not waited for)."""
+        t = self.config.train
+        batch = self.placement.batch(
+            self.dataset.train_window(step, t.batch_size, self.window_len))
+        self.state, metrics = self.train_step(self.state, self.rest, self.fresh_carry, batch)
+        self.done = step + 1
+        self.pending.append((self.done, metrics["finite"]))
+        self.clock.stepped(self.done, metrics["loss"])
+        return metrics
+
+    def check_finite(self) -> None:
+        """Wait for the pending steps; raise :class:`NonFiniteError` at the first non-finite."""
+        for step, finite in self.pending:
+            if not bool(finite):
+                last_good = self.last_good
+                kept = f"checkpoint step {last_good} is kept" if last_good else "no checkpoint yet"
+                raise NonFiniteError(
+                    f"loss or gradients became NaN/Inf at step {step} ({kept}); lower train.lr, "
+                    f"set train.clip_norm, or check the data"
+                )
+        self.pending.clear()
+
+    # -- what happens between steps
+    def log_train(self, done: int, metrics: dict[str, jax.Array]) -> None:
+        """A ``train`` record: the step's metrics, bits, throughput and compile time."""
+        self.check_finite()
+        record = {k: float(v) for k, v in metrics.items() if k != "finite"}
+        record["bits"] = record["loss"] / math.log(2)
+        tokens_per_sec = self.clock.tokens_per_sec(done)
+        if tokens_per_sec is not None:
+            record["tokens_per_sec"] = tokens_per_sec
+        record["compile_seconds"] = self.clock.compile_seconds
+        self.writer.write("train", done, record)
+        self.clock.restart(done)
+
+    def evaluate(self, done: int, metrics: dict[str, jax.Array]) -> None:
+        """A periodic ``eval`` record on ``eval.split``; notes when ``stop_when`` is met."""
+        t = self.config.train
+        split = self.config.eval.split
+        jax.block_until_ready(metrics["loss"])  # steps still running are training time
+        with self.clock.paused():
+            periodic = self.run_eval(split)
+            self.writer.write("eval", done, {"split": split, **periodic})
+            if t.stop_when and stop_condition_met(t.stop_when, periodic):
+                self.stopped_at = done
+
+    def checkpoint(self, done: int) -> None:
+        """Save the state of step ``done`` (in the background) once its steps are finite."""
+        self.check_finite()  # waits for the step
+        with self.clock.paused():
+            self.checkpoints.save(done, self.state, {**self.meta, "step": done,
+                                                     "stop_when_met": bool(self.stopped_at)})
+            self.last_good = done
+
+    # -- how a run ends
+    def stop_preempted(self) -> None:
+        """After a SIGTERM: checkpoint the last step (unless saved), wait, raise Preempted."""
+        done = self.done
+        if self.last_good != done:
+            self.check_finite()
+            self.checkpoints.save(done, self.state, {**self.meta, "step": done})
+        self.checkpoints.wait()
+        raise Preempted(self.guard.message(done, self.workdir))
+
+    def finish(self) -> dict[str, Any]:
+        """Final evaluations on ``eval.final_splits``, then the summary (written by process 0)."""
+        t = self.config.train
+        final = {}
+        last_step = self.stopped_at or t.num_steps
+        for split in self.config.eval.final_splits:
+            final[split] = self.run_eval(split)
+            self.writer.write("eval", last_step, {"split": split, **final[split]})
+        stopped_at = self.stopped_at
+        summary = {
+            "status": "finished",
+            "step": last_step,
+            "stopped_early": ({"step": stopped_at, "stop_when": t.stop_when}
+                              if stopped_at else None),
+            "final": final,
+            "train_seconds": time.time() - self.started,
+            "compile_seconds": self.clock.compile_seconds,
+            "num_params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(self.state.params))),
+            **self.meta,
+        }
+        if jax.process_index() == 0:
+            write_summary(self.workdir, summary)
+        return summary
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> dict[str, Any]:
@@ -270,110 +470,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     enable_compilation_cache()
     initialize_distributed(config)
     dataset, model = build_run(config)
-    t = config.train
-    placement = Placement.from_config(config)  # checks too (devices, batch division): before
-    tx = make_optimizer(t)  # the workdir is touched, so a refused command leaves no trace
+    # These check too (devices, batch division, optimiser) before the workdir is touched, so
+    # a refused command leaves no trace.
+    placement = Placement.from_config(config)
+    tx = make_optimizer(config.train)
     workdir = main_process_first(prepare_workdir, workdir, config)
     finished = read_summary(workdir)
     if finished is not None:
         return finished
-
-    window_len = t.segment_len * t.bptt_segments
-    graphdef, state, rest, fresh_carry = init_train_state(model, config, tx, placement)
-
-    checkpoints = Checkpoints(workdir / "checkpoints", keep=t.keep_checkpoints)
-    start = checkpoints.latest_step()
-    resumed_meta: dict[str, Any] = {}
-    if start is not None:
-        state, resumed_meta = checkpoints.restore(start, state)
-    start = int(state["step"])
-    meta = {"config": to_json(config), "config_hash": config_hash(config),
-            "code_version": code_version()}
-
-    writer = MetricWriter(workdir, total_steps=t.num_steps, start_step=start,
-                          progress_bar=t.progress_bar, is_main=jax.process_index() == 0)
-    if start:
-        writer.write("resume", start, {})
-    train_step = make_train_step(graphdef, config, tx, placement)
-    evaluator = Evaluator(eval_model(model, config, dataset.vocab_size), dataset,
-                          EvalSettings.from_config(config), placement=placement)
-    run_eval = lambda split: evaluator(state["params"], split)  # compiled at its first call
-
-    pending: list[tuple[int, Any]] = []
-    last_good = start or None
-    started = time.time()
-    mark, mark_step, compile_seconds = time.time(), start, None
-    excluded = 0.0  # seconds since ``mark`` spent evaluating and checkpointing, not training
-    done = start
-    stopped_at = start if resumed_meta.get("stop_when_met") else None  # met before a restart
-    guard = PreemptionGuard(placement).install()  # SIGTERM: checkpoint this step, then stop
-    try:
-        for step in range(start, start if stopped_at else t.num_steps):
-            batch = placement.batch(dataset.train_window(step, t.batch_size, window_len))
-            state, metrics = train_step(state, rest, fresh_carry, batch)
-            pending.append((step + 1, metrics["finite"]))
-            done = step + 1
-            if compile_seconds is None:
-                jax.block_until_ready(metrics["loss"])
-                compile_seconds = time.time() - mark
-                mark, mark_step = time.time(), done
-            writer.advance()
-            if done % t.log_every == 0 or done == t.num_steps:
-                _check_finite(pending, last_good)
-                now = time.time()
-                record = {k: float(v) for k, v in metrics.items() if k != "finite"}
-                record["bits"] = record["loss"] / math.log(2)
-                if done > mark_step:
-                    record["tokens_per_sec"] = (done - mark_step) * t.batch_size * window_len / (
-                        now - mark - excluded)
-                record["compile_seconds"] = compile_seconds
-                writer.write("train", done, record)
-                mark, mark_step, excluded = time.time(), done, 0.0
-            if t.eval_every and done % t.eval_every == 0 and done < t.num_steps:
-                jax.block_until_ready(metrics["loss"])  # steps still running are training time
-                paused = time.time()
-                periodic = run_eval(config.eval.split)
-                writer.write("eval", done, {"split": config.eval.split, **periodic})
-                if t.stop_when and stop_condition_met(t.stop_when, periodic):
-                    stopped_at = done
-                excluded += time.time() - paused
-            if done % t.checkpoint_every == 0 or done == t.num_steps or stopped_at:
-                _check_finite(pending, last_good)  # waits for the step
-                paused = time.time()
-                checkpoints.save(done, state, {**meta, "step": done,
-                                               "stop_when_met": bool(stopped_at)})
-                last_good = done
-                excluded += time.time() - paused
-            if guard.should_stop() or stopped_at:
-                break
-        if guard.stop_after_loop():
-            if last_good != done:
-                _check_finite(pending, last_good)
-                checkpoints.save(done, state, {**meta, "step": done})
-            checkpoints.wait()
-            raise Preempted(guard.message(done, workdir))
-        guard.uninstall()
-        checkpoints.wait()
-        final = {}
-        last_step = stopped_at or t.num_steps
-        for split in config.eval.final_splits:
-            final[split] = run_eval(split)
-            writer.write("eval", last_step, {"split": split, **final[split]})
-        summary = {
-            "status": "finished",
-            "step": last_step,
-            "stopped_early": ({"step": stopped_at, "stop_when": t.stop_when}
-                              if stopped_at else None),
-            "final": final,
-            "train_seconds": time.time() - started,
-            "compile_seconds": compile_seconds,
-            "num_params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(state["params"]))),
-            **meta,
-        }
-        if jax.process_index() == 0:
-            write_summary(workdir, summary)
-        return summary
-    finally:
-        guard.uninstall()
-        checkpoints.close()
-        writer.close()
+    return TrainLoop(config, workdir, dataset, model, placement, tx).run()
