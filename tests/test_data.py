@@ -15,6 +15,7 @@ from recurrentlab.data import (
     build_dataset,
     corpora,
     data_config,
+    episode_sums,
     episodes_exact_match,
 )
 from recurrentlab.errors import ConfigError, DataError
@@ -312,6 +313,20 @@ def test_episodes_exact_match():
                     groups.setdefault((b, episode[b, i]), []).append(correct[b, i])
         expected = (sum(all(v) for v in groups.values()), len(groups))
         assert episodes_exact_match(correct, mask, episode) == expected
+
+
+def test_episode_sums_group_by_row_and_id():
+    mask = np.array([[1, 1, 1, 0, 1], [1, 1, 1, 1, 1]], dtype=np.float32)
+    episode = np.array([[3, 3, 7, 7, -1], [3, 3, 3, 0, 0]])
+    values = np.array([[1, 2, 4, 8, 16], [32, 64, 128, 256, 512]])
+    rows, ids, sums = episode_sums(mask, episode, values)
+    # (row, id) order; masked-out and -1 positions count nowhere; equal ids of two rows apart
+    assert rows.tolist() == [0, 0, 1, 1] and ids.tolist() == [3, 7, 0, 3]
+    assert sums.tolist() == [3, 4, 768, 224]
+    rows, ids, sums = episode_sums(np.zeros_like(mask), episode, values)
+    assert rows.size == ids.size == sums.size == 0
+    with pytest.raises(ValueError, match=r"\[b, w\] alike"):
+        episode_sums(mask, episode, values[:, :3])
 
 
 def test_bit_errors():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from recurrentlab.data import bit_errors, episodes_exact_match
 from recurrentlab.train.evaluate import EpisodeTally, EvalSettings, Evaluator
 from recurrentlab.train.step import token_nll
 from recurrentlab.train.trainer import build_run
@@ -38,6 +39,35 @@ def test_a_reset_starts_new_episodes_with_the_same_ids():
     metrics = tally.metrics()
     assert metrics["episodes"] == 2 and metrics["exact_match"] == pytest.approx(0.5)
     assert "bit_errors" not in metrics
+
+
+def test_the_tally_over_windows_equals_the_episodes_of_the_joined_windows():
+    """Streams cut into windows (no reset after the first): the tally's counts equal the one
+    episode grouping (``data.episodes_exact_match``, ``data.bit_errors``) over the joined
+    windows, episode by episode."""
+    rng = np.random.default_rng(0)
+    b, w, n = 3, 5, 4
+    for _ in range(10):
+        episode = np.sort(rng.integers(-1, 5, size=(b, w * n)), axis=1)  # ids run on in time
+        mask = (rng.random((b, w * n)) < 0.7).astype(np.float32)
+        targets = rng.integers(0, 6, size=(b, w * n))
+        pred = np.where(rng.random((b, w * n)) < 0.85, targets, rng.integers(0, 6, (b, w * n)))
+        tally = EpisodeTally(batch_size=b)
+        for i in range(n):
+            part = slice(i * w, (i + 1) * w)
+            batch = _window(targets[:, part], episode[:, part], mask[:, part], [i == 0] * b)
+            tally.add(i, batch, pred[:, part], bits_per_symbol=2)
+        exact, episodes = episodes_exact_match(pred == targets, mask, episode)
+        metrics = tally.metrics()
+        if not episodes:
+            assert metrics == {}
+            continue
+        assert metrics["episodes"] == episodes
+        assert metrics["exact_match"] == pytest.approx(exact / episodes)
+        bits = sum(bit_errors(pred[r], targets[r], (mask[r] > 0) & (episode[r] == e), 2)
+                   for r in range(b) for e in np.unique(episode[r][(mask[r] > 0)
+                                                                   & (episode[r] >= 0)]))
+        assert metrics["bit_errors"] == pytest.approx(bits / episodes)
 
 
 def _split_by_hand(model, dataset, split, settings):

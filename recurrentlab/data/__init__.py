@@ -6,7 +6,14 @@ the batch dict, ``corpora.py`` for enwik8 / text8 / text / embedded and the stre
 ``synthetic.py`` for the tasks, their token ids and the episodic and stream modes.
 """
 
-from recurrentlab.data.base import SPLITS, Dataset, bit_errors, episodes_exact_match
+from recurrentlab.data.base import (
+    SPLITS,
+    Dataset,
+    bit_error_counts,
+    bit_errors,
+    episode_sums,
+    episodes_exact_match,
+)
 from recurrentlab.data.factory import DATASETS, build_dataset, data_config
 from recurrentlab.data.synthetic import TASKS
 
@@ -15,8 +22,10 @@ __all__ = [
     "SPLITS",
     "TASKS",
     "Dataset",
+    "bit_error_counts",
     "bit_errors",
     "build_dataset",
     "data_config",
+    "episode_sums",
     "episodes_exact_match",
 ]

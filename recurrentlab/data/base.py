@@ -76,13 +76,41 @@ class Dataset:
         raise NotImplementedError
 
 
+def episode_sums(mask, episode, values) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sums of ``values`` over each episode of a window: ``(rows, ids, sums)``.
+
+    An episode is the set of masked positions of one row that share an ``episode`` id. Ids are
+    per row (stream), so episodes of different rows never merge. One entry per episode, in
+    (row, id) order: ``sums[k]`` is the sum of ``values`` over episode ``(rows[k], ids[k])``.
+    The one episode grouping of the project: :func:`episodes_exact_match` and the evaluator's
+    tally across windows (``recurrentlab.train.evaluate.EpisodeTally``) both use it.
+
+    Args:
+      mask: float/bool [b, w]; only positions with mask > 0 count.
+      episode: int [b, w]; positions with id -1 never count.
+      values: numeric or bool [b, w].
+    """
+    mask = np.asarray(mask) > 0
+    episode = np.asarray(episode).astype(np.int64)
+    values = np.asarray(values)
+    if not (values.shape == mask.shape == episode.shape) or values.ndim != 2:
+        raise ValueError(f"mask, episode and values must be [b, w] alike, got "
+                         f"{mask.shape}, {episode.shape}, {values.shape}")
+    rows = np.broadcast_to(np.arange(mask.shape[0], dtype=np.int64)[:, None], mask.shape)
+    keep = mask & (episode >= 0)
+    keys = (rows[keep] << 32) | episode[keep]
+    unique, inverse = np.unique(keys, return_inverse=True)
+    sums = np.bincount(inverse.ravel(), weights=values[keep].astype(np.float64),
+                       minlength=unique.size)
+    return unique >> 32, unique & 0xFFFFFFFF, sums
+
+
 def episodes_exact_match(correct, mask, episode) -> tuple[int, int]:
     """Exact-sequence accuracy counts: ``(n_exact, n_episodes)``.
 
-    An episode is the set of masked positions of one row that share an ``episode`` id; it is
-    exact when every one of them is ``correct``. Ids are per row (stream), so episodes of
-    different rows never merge. In stream mode an episode may span windows: pass windows
-    concatenated along the time axis (``np.concatenate(ws, axis=1)``) to count it once.
+    An episode (see :func:`episode_sums`) is exact when every one of its masked positions is
+    ``correct``. In stream mode an episode may span windows: pass windows concatenated along
+    the time axis (``np.concatenate(ws, axis=1)``) to count it once.
 
     Args:
       correct: bool [b, w] (argmax == target).
@@ -90,18 +118,7 @@ def episodes_exact_match(correct, mask, episode) -> tuple[int, int]:
       episode: int [b, w]; positions with id -1 never count.
     """
     correct = np.asarray(correct).astype(bool)
-    mask = np.asarray(mask) > 0
-    episode = np.asarray(episode).astype(np.int64)
-    if not (correct.shape == mask.shape == episode.shape) or correct.ndim != 2:
-        raise ValueError(f"correct, mask and episode must be [b, w] alike, got "
-                         f"{correct.shape}, {mask.shape}, {episode.shape}")
-    rows = np.broadcast_to(np.arange(correct.shape[0])[:, None], correct.shape)
-    keep = mask & (episode >= 0)
-    if not keep.any():
-        return 0, 0
-    keys = (rows[keep].astype(np.int64) << 32) | episode[keep]
-    _, inverse = np.unique(keys, return_inverse=True)
-    wrong = np.bincount(inverse.ravel(), weights=(~correct[keep]).astype(np.float64))
+    _, _, wrong = episode_sums(mask, episode, ~correct)
     return int(np.sum(wrong == 0)), int(wrong.size)
 
 
@@ -114,7 +131,14 @@ def _popcount(x: np.ndarray) -> np.ndarray:
 
 
 def bit_errors(pred, target, mask, bits_per_symbol: int) -> int:
-    """Total wrong bits over the masked positions (the NTM papers' "cost per sequence" summed).
+    """Total wrong bits over the masked positions (the NTM papers' "cost per sequence" summed);
+    per position as :func:`bit_error_counts`."""
+    per_position = bit_error_counts(pred, target, bits_per_symbol)
+    return int(np.sum(per_position[np.asarray(mask) > 0]))
+
+
+def bit_error_counts(pred, target, bits_per_symbol: int) -> np.ndarray:
+    """Wrong bits at each position (int64, the shape of ``target``).
 
     For a data symbol (``0 <= target < 2**bits_per_symbol``) predicted as a data symbol, the
     error is the popcount of ``pred XOR target``. A marker target (or a marker predicted where a
@@ -125,10 +149,8 @@ def bit_errors(pred, target, mask, bits_per_symbol: int) -> int:
         raise ValueError("bit_errors needs a bit task (bits_per_symbol > 0)")
     pred = np.asarray(pred).astype(np.int64)
     target = np.asarray(target).astype(np.int64)
-    mask = np.asarray(mask) > 0
     limit = 1 << bits_per_symbol
     both_data = (pred >= 0) & (pred < limit) & (target >= 0) & (target < limit)
     xor_bits = _popcount(np.where(both_data, pred ^ target, 0))
     marker_bits = np.where(pred != target, bits_per_symbol, 0)
-    per_position = np.where(both_data, xor_bits, marker_bits)
-    return int(np.sum(per_position[mask]))
+    return np.where(both_data, xor_bits, marker_bits).astype(np.int64)

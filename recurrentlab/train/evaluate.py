@@ -20,7 +20,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from recurrentlab.data import bit_errors
+from recurrentlab.data import bit_error_counts, episode_sums
 from recurrentlab.models.base import reset_carry
 from recurrentlab.train.step import window_outputs
 
@@ -35,18 +35,19 @@ class EpisodeTally:
 
     def add(self, window: int, batch: dict[str, np.ndarray], pred: np.ndarray,
             bits_per_symbol: int) -> None:
+        """Count window ``window``'s episodes (grouped by :func:`~recurrentlab.data.episode_sums`)
+        into the episodes they continue; a stream's reset starts new ones."""
         self.epoch = np.where(batch["reset"], window, self.epoch)
-        episodes, mask, targets = batch["episode"], batch["mask"] > 0, batch["targets"]
-        for b in range(episodes.shape[0]):
-            rows = mask[b] & (episodes[b] >= 0)
-            for e in np.unique(episodes[b][rows]):
-                at = rows & (episodes[b] == e)
-                key = (int(self.epoch[b]), b, int(e))
-                right = bool(np.all(pred[b][at] == targets[b][at]))
-                self.all_right[key] = self.all_right.get(key, True) and right
-                if bits_per_symbol:
-                    wrong = bit_errors(pred[b], targets[b], at, bits_per_symbol)
-                    self.bit_errors[key] = self.bit_errors.get(key, 0) + wrong
+        mask, episodes, targets = batch["mask"], batch["episode"], batch["targets"]
+        rows, ids, wrong = episode_sums(mask, episodes, pred != targets)
+        if bits_per_symbol:
+            _, _, bits = episode_sums(mask, episodes,
+                                      bit_error_counts(pred, targets, bits_per_symbol))
+        for k, (b, e) in enumerate(zip(rows.tolist(), ids.tolist(), strict=True)):
+            key = (int(self.epoch[b]), b, e)
+            self.all_right[key] = self.all_right.get(key, True) and bool(wrong[k] == 0)
+            if bits_per_symbol:
+                self.bit_errors[key] = self.bit_errors.get(key, 0) + int(bits[k])
 
     def metrics(self) -> dict[str, float]:
         if not self.all_right:
