@@ -8,7 +8,8 @@ Command (from the checkout root)::
     python experiments/bench/kernels.py --check             # the device check (see below)
 
 ``--check`` is the device check of a GPU or TPU: it compiles every kernel (memory attention
-with and without probability dropout, the NTM step) at the target shapes below, compares its
+with and without probability dropout, Transformer-XL's attention with its positional term,
+the NTM step) at the target shapes below, compares its
 values and gradients with the jnp reference (column ``err``: max |kernel - reference| /
 (1 + max |reference|) over the output and all gradients; ``ok`` below 2e-3 for float32, which
 leaves room for TF32 / MXU matmuls), times fwd and fwd+bwd against the reference and
@@ -22,6 +23,8 @@ Rows, per shape and pass (``fwd``, ``fwd+bwd``):
   ``jax.nn.dot_product_attention`` with ``implementation="xla"`` and, on GPU, ``"cudnn"``
   (given the same explicit mask; a configuration cuDNN rejects, e.g. head width > 256, is
   reported as n/a);
+* xl_attention: ``ops.relative.relative_attention`` (the positional term, dropout 0.1), its
+  jnp reference vs its kernel path;
 * ntm: ``lax.scan`` over ``--steps`` NTM memory steps (1 read + 1 write head, shifts -1..1),
   reference vs kernel.
 
@@ -50,6 +53,7 @@ import numpy as np
 from recurrentlab.ops import dispatch
 from recurrentlab.ops.attention import MaskSpec, attention_mask, attention_reference
 from recurrentlab.ops.ntm_memory import ReadHeads, WriteHeads, memory_step_reference
+from recurrentlab.ops.relative import relative_attention
 
 CHECK_TOL = 2e-3
 
@@ -57,6 +61,8 @@ TARGET_ATTENTION = [(16, 1, 1024, 5120, 1024), (8, 8, 512, 1536, 64)]  # b, h, t
 TARGET_NTM = [(32, 128, 20), (32, 1024, 64)]  # B, N, M
 TINY_ATTENTION = [(2, 1, 64, 256, 32)]
 TINY_NTM = [(4, 16, 8)]
+TARGET_RELATIVE = [(16, 8, 512, 1024, 64)]  # Transformer-XL enwik8: segment 512, cache 512
+TINY_RELATIVE = [(2, 2, 32, 64, 16)]
 
 
 def _time(fn, *args, repeats: int) -> float:
@@ -178,6 +184,43 @@ def bench_attention(shapes, dtype, repeats, kernel, check=False):
     return rows
 
 
+# ------------------------------------------------------------------------- relative attention
+
+
+def bench_relative(shapes, dtype, repeats, kernel, check=False):
+    """Transformer-XL's attention (``ops.relative.relative_attention``, positional term and
+    probability dropout 0.1): the op's jnp reference against its kernel path."""
+    rows = []
+    for b, h, t, lk, d in shapes:
+        ks = jax.random.split(jax.random.key(0), 6)
+        args = (jax.random.normal(ks[0], (b, h, t, d), dtype),
+                jax.random.normal(ks[1], (b, h, lk, d), dtype),
+                jax.random.normal(ks[2], (b, h, lk, d), dtype),
+                jax.random.normal(ks[3], (h, lk, d), dtype),
+                jax.random.normal(ks[4], (h, d), dtype), jax.random.normal(ks[5], (h, d), dtype))
+        kv_start = jnp.zeros((b,), jnp.int32)
+
+        def impl_fn(impl, kv_start=kv_start):
+            def f(*a):
+                return relative_attention(*a, kv_start=kv_start, attn_dropout=0.1,
+                                          key=jax.random.key(1), impl=impl)
+            return f
+
+        impls = {"xla": impl_fn("xla")}
+        if kernel:
+            impls[kernel] = impl_fn(kernel)
+        errs = _checks(impls.get(kernel), impls["xla"], args, check and bool(kernel), kernel)
+        for pass_name, wrap in (("fwd", lambda f: f), ("fwd+bwd", _fwd_bwd)):
+            times = {}
+            for name, fn in impls.items():
+                try:
+                    times[name] = _time(wrap(fn), *args, repeats=repeats)
+                except Exception as err:
+                    times[name] = f"n/a ({type(err).__name__})"
+            rows += _rows("xl_attention", f"b{b} h{h} t{t} l{lk} d{d}", pass_name, times, errs)
+    return rows
+
+
 # ---------------------------------------------------------------------------------------- ntm
 
 
@@ -279,7 +322,8 @@ def _shape(text):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--op", choices=("attention", "ntm", "all"), default="all")
+    parser.add_argument("--op", choices=("attention", "xl_attention", "ntm", "all"),
+                        default="all")
     parser.add_argument("--attention-shape", type=_shape, action="append",
                         help="b,h,t,l,d (repeatable); default: target shapes on GPU/TPU")
     parser.add_argument("--ntm-shape", type=_shape, action="append", help="B,N,M (repeatable)")
@@ -311,6 +355,9 @@ def main(argv=None):
     if args.op in ("attention", "all"):
         shapes = args.attention_shape or (TINY_ATTENTION if tiny else TARGET_ATTENTION)
         rows += bench_attention(shapes, dtype, repeats, kernel, args.check)
+    if args.op in ("xl_attention", "all"):
+        shapes = TINY_RELATIVE if tiny else TARGET_RELATIVE
+        rows += bench_relative(shapes, dtype, repeats, kernel, args.check)
     if args.op in ("ntm", "all"):
         shapes = args.ntm_shape or (TINY_NTM if tiny else TARGET_NTM)
         rows += bench_ntm(shapes, steps, jnp.float32, repeats, kernel, args.check)
