@@ -29,7 +29,7 @@ def test_check_runs_every_kernel_at_tiny_shapes(capsys):
     checked = {(r.split("|")[1].strip(), r.split("|")[4].strip()) for r in rows
                if r.rstrip(" |").endswith("ok")}
     assert checked == {("attention", "interpret"), ("attention", "interpret+dropout"),
-                       ("ntm", "interpret")}
+                       ("xl_attention", "interpret"), ("ntm", "interpret")}
     assert any("dpa-xla" in r for r in rows)  # jax.nn.dot_product_attention is timed beside
 
 
