@@ -265,3 +265,49 @@ def test_experiment_sweeps_expand_and_their_configs_validate(path):
             checked.add(run.config_arg)
             validate(run.load_config())
         assert checked, f"{spec}: no run was checked"
+
+
+# ----------------------------------------------------------------------------- run_one
+
+
+def test_run_one_builds_the_config_the_sweep_checked(tmp_path):
+    from recurrentlab.config import config_hash
+    from recurrentlab.sweep import run_one
+
+    path = write_sweep(tmp_path / "s.py", 'product(sweep("config_arg", ["stream", "episodic"]),'
+                                          ' sweep("train.lr", [3e-3, 1e-2]))')
+    runs = expand(str(path), tmp_path / "out", ["--config.seed=3"])
+    hashes = set()
+    for run in runs:
+        copy = run_one.decode(run_one.encode(run))
+        assert (copy.workdir, copy.log_path, copy.config_spec) == (
+            run.workdir, run.log_path, run.config_spec)
+        config = copy.load_config()
+        assert config_hash(config) == config_hash(run.load_config()) and config.seed == 3
+        hashes.add(config_hash(config))
+    assert len(hashes) == 4  # the overrides reached every run
+
+
+def test_a_run_with_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path):
+    """The entry point of local runs, as a subprocess, and the inline launcher: the CLI's
+    exit status for input it refuses, one ``error:`` line, no workdir."""
+    from recurrentlab.sweep import run_one
+    from recurrentlab.sweep.launchers import run_inline
+
+    path = write_sweep(tmp_path / "s.py", 'sweep("data.distance", [40])')
+    (run,) = expand(f"{path}:episodic", tmp_path / "out")
+    done = subprocess.run([sys.executable, "-m", "recurrentlab.sweep.run_one",
+                           run_one.encode(run)], cwd=ROOT, env=child_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [last_error_line_of(done.stderr)]
+    assert "episodes reach 44 tokens" in done.stderr and not run.workdir.exists()
+    assert run_inline(run) == 2
+    log = run.log_path.read_text().splitlines()
+    assert log[0].startswith("$ recurrentlab train --config ") and len(log) == 2
+    assert log[1] == last_error_line_of(done.stderr) and not run.workdir.exists()
+    assert run_one.main(["{not json"]) == 2
+
+
+def last_error_line_of(text: str) -> str:
+    return [line for line in text.splitlines() if line.startswith("error: ")][-1]

@@ -10,11 +10,13 @@ A launcher is anything with this small protocol (:class:`Launcher`):
 * ``max_parallel``: how many runs may be in flight at once.
 
 A run must behave like ``recurrentlab train``: exit 0 when finished, non-zero otherwise,
-and write its output to ``run.log_path``. :class:`LocalLauncher` runs each as a subprocess
-(``python -m recurrentlab.cli train ...``) on this machine. A cluster launcher (submitit,
-Ray) registers itself with :func:`register_launcher` and is picked with
-``recurrentlab sweep --launcher NAME``. :class:`InlineLauncher` (``--launcher inline``) runs
-them one by one inside the sweep's own process, for notebooks and debugging.
+and write its output to ``run.log_path``. Every launcher trains a run with
+``train_and_evaluate`` through :mod:`recurrentlab.sweep.run_one`: :class:`LocalLauncher`
+runs each as a subprocess of that entry point (``python -m recurrentlab.sweep.run_one RUN``)
+on this machine; :class:`InlineLauncher` (``--launcher inline``) runs them one by one inside
+the sweep's own process, for notebooks and debugging. A cluster launcher (submitit, Ray)
+registers itself with :func:`register_launcher` and is picked with
+``recurrentlab sweep --launcher NAME``.
 """
 
 from __future__ import annotations
@@ -111,7 +113,7 @@ class LocalJob:
 
 @register_launcher("local")
 class LocalLauncher:
-    """Each run a ``python -m recurrentlab.cli train`` subprocess, ``parallel`` at a time.
+    """Each run a ``python -m recurrentlab.sweep.run_one`` subprocess, ``parallel`` at a time.
 
     Runs start in their own session, so a Ctrl-C reaches the sweep, which then stops them
     with SIGTERM (the trainer saves a checkpoint of its current step and exits; SIGKILL
@@ -128,13 +130,15 @@ class LocalLauncher:
         self.poll_seconds = poll_seconds
 
     def submit(self, run: RunSpec) -> LocalJob:
+        from recurrentlab.sweep import run_one  # (not at import: it is also the __main__)
+
         Path(run.log_path).parent.mkdir(parents=True, exist_ok=True)
         log = open(run.log_path, "a")  # noqa: SIM115 (open while the run lives; appended on resume)
-        log.write(f"$ recurrentlab {' '.join(run.train_argv())}\n")
+        log.write(f"$ recurrentlab {' '.join(run.train_argv())}\n")  # the same run by hand
         log.flush()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         process = subprocess.Popen(
-            [self.python, "-m", "recurrentlab.cli", *run.train_argv()], stdout=log,
+            [self.python, "-m", "recurrentlab.sweep.run_one", run_one.encode(run)], stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         return LocalJob(run, process, log)
@@ -198,29 +202,32 @@ class InlineLauncher:
 
 
 def run_inline(run: RunSpec) -> int:
-    """``recurrentlab train`` for ``run`` in this process; the exit status it would have."""
+    """``train_and_evaluate`` for ``run`` in this process
+    (:func:`~recurrentlab.sweep.run_one.train_run`), its output (Python's ``sys.stdout`` and
+    ``sys.stderr``) appended to ``run.log_path``; the exit status ``recurrentlab train`` would
+    give: 0 finished, 2 bad input, 1 a bug (the traceback goes to the log and the sweep goes
+    on). A SIGTERM (the trainer saved a checkpoint) stops the sweep: :class:`SweepInterrupted`.
+    """
     import contextlib
-    import json
     import traceback
 
     from recurrentlab.errors import RecurrentLabError
+    from recurrentlab.sweep import run_one
     from recurrentlab.train.distributed import Preempted
-    from recurrentlab.train.trainer import train_and_evaluate
 
     Path(run.log_path).parent.mkdir(parents=True, exist_ok=True)
     with open(run.log_path, "a") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
         print(f"$ recurrentlab {' '.join(run.train_argv())}  (inline)", flush=True)
         try:
-            summary = train_and_evaluate(run.load_config(), run.workdir)
+            run_one.train_run(run)
         except Preempted as error:  # SIGTERM: the trainer saved a checkpoint; stop the sweep
-            print(f"error: {error}")
+            print(f"error: {error}", file=sys.stderr, flush=True)
             raise SweepInterrupted("SIGTERM") from None
         except RecurrentLabError as error:
-            print(f"error: {error}")
+            print(f"error: {error}", file=sys.stderr, flush=True)
             return 2
         except Exception:  # a bug: the traceback goes to the run's log, the sweep goes on
             traceback.print_exc()
             return 1
-        print(json.dumps({"workdir": str(run.workdir), "final": summary["final"]}, indent=2))
     return 0

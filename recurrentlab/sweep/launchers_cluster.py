@@ -18,13 +18,14 @@ executor runs the same code on a laptop. Ray would add a 60 MB+ dependency and a
 keep alive, for scheduling that Slurm does anyway; our runs are independent processes that
 resume from their own checkpoints, so Ray's task graph and object store buy nothing here.
 
-A job runs ``recurrentlab train`` in the job's own process (so SIGTERM from ``scancel`` or a
-preemption reaches the trainer, which checkpoints the current step and stops), writes its
-output to the run's log, and returns the command's exit status. On a Slurm timeout warning
-(``USR2``), submitit calls :meth:`TrainCommand.checkpoint` and requeues the job, which
-resumes from the run's latest checkpoint. A multi-task job (``tasks_per_node``/``nodes`` > 1)
-is one multi-host run: jax.distributed finds the Slurm tasks itself; rank 0 writes the run's
-log and the other ranks write ``<log>.rank<N>``.
+A job trains its run as ``recurrentlab train`` would (:func:`recurrentlab.sweep.run_one.main`)
+in the job's own process (so SIGTERM from ``scancel`` or a preemption reaches the trainer,
+which checkpoints the current step and stops), writes its output to the run's log, and returns
+the run's exit status. On a Slurm timeout warning (``USR2``), submitit calls
+:meth:`TrainCommand.checkpoint` and requeues the job, which resumes from the run's latest
+checkpoint. A multi-task job (``tasks_per_node``/``nodes`` > 1) is one multi-host run:
+jax.distributed finds the Slurm tasks itself; rank 0 writes the run's log and the other ranks
+write ``<log>.rank<N>``.
 """
 
 from __future__ import annotations
@@ -68,11 +69,12 @@ def parse_parameters(text: str) -> dict[str, Any]:
 
 
 class TrainCommand:
-    """The pickled job: ``recurrentlab train ARGV`` in the job process, output to ``log_path``."""
+    """The pickled job: ``run`` trained in the job process (:mod:`recurrentlab.sweep.run_one`,
+    as ``recurrentlab train`` would), its output (file descriptors 1 and 2) to its log."""
 
-    def __init__(self, argv: list[str], log_path: str):
-        self.argv = list(argv)
-        self.log_path = str(log_path)
+    def __init__(self, run: RunSpec):
+        self.run = run
+        self.log_path = str(run.log_path)
 
     def _log_file(self) -> str:
         rank = 0
@@ -85,7 +87,7 @@ class TrainCommand:
         return self.log_path if rank == 0 else f"{self.log_path}.rank{rank}"
 
     def __call__(self) -> int:
-        from recurrentlab.cli import main
+        from recurrentlab.sweep import run_one
 
         path = Path(self._log_file())
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,13 +95,13 @@ class TrainCommand:
         sys.stderr.flush()
         saved = os.dup(1), os.dup(2)
         with path.open("a") as log:
-            log.write(f"$ recurrentlab {' '.join(self.argv)}\n")
+            log.write(f"$ recurrentlab {' '.join(self.run.train_argv())}\n")
             log.flush()
             os.dup2(log.fileno(), 1)
             os.dup2(log.fileno(), 2)
             try:
-                code = main(self.argv)
-            except SystemExit as stop:  # argparse and friends
+                code = run_one.main([run_one.encode(self.run)])
+            except SystemExit as stop:  # anything that calls sys.exit
                 code = stop.code if isinstance(stop.code, int) else 1
             finally:
                 sys.stdout.flush()
@@ -114,7 +116,7 @@ class TrainCommand:
         """Requeue on timeout or preemption; the run resumes from its latest checkpoint."""
         import submitit
 
-        return submitit.helpers.DelayedSubmission(TrainCommand(self.argv, self.log_path))
+        return submitit.helpers.DelayedSubmission(TrainCommand(self.run))
 
 
 class SubmititJob:
@@ -163,7 +165,7 @@ class SubmititLauncher:
 
     def submit(self, run: RunSpec) -> SubmititJob:
         folder = Path(run.log_path).parent / "submitit"
-        job = self._executor(folder).submit(TrainCommand(run.train_argv(), str(run.log_path)))
+        job = self._executor(folder).submit(TrainCommand(run))
         return SubmititJob(run, job)
 
     def wait(self, jobs: list[SubmititJob], timeout: float | None = None
