@@ -12,8 +12,8 @@ the six models at one of two scales, so that every sweep compares the same model
 LSTM and the Transformer, whose only state is the LSTM cell or nothing. ``memory_field(name)``
 says which field it is, for sweeps over memory size.
 
-The synthetic-task setup (the experiment protocol in DESIGN.md: capability before comparison)
-----------------------------------------------------------------------------------------------
+The synthetic-task setup (the experiment protocol of ``protocol.py``: capability first)
+---------------------------------------------------------------------------------------
 The sweeps are synthetic tasks, so ``scaled_model`` gives each family the setup that lets it
 learn them, not its paper's language-model recipe (the LM configs in ``experiments/text`` and
 ``experiments/enwik8`` keep the authors' init):

@@ -1,7 +1,7 @@
 """The experiment protocol, applied to a sweep's results: capability before comparison.
 
-A comparison is a finding only when every model in it was trained to what it can do
-(DESIGN.md, "The experiment protocol"). This module turns a sweep table into one:
+A comparison is a finding only when every model in it was trained to what it can do (the
+README's main job applies it). This module turns a sweep table into one:
 
 * **Steps to solve.** A run with ``train.stop_when`` (for example ``accuracy>=0.99``) is
   *solved* at the first periodic evaluation that meets it; :func:`steps_to_solve` reads that
