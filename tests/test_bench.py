@@ -192,3 +192,21 @@ def test_matmul_floor_does_the_matrix_products_of_a_train_step():
     scans = 4 * 2 * b * t * h * 4 * h
     assert cost["flops"] == pytest.approx(3 * forward - scans * (1 - 1 / t), rel=0.01)
     prepared.run()
+
+
+@pytest.mark.parametrize("mode", ["snap1", "rtrl"])
+def test_compile_only_measures_the_carry_gradient_modes(mode):
+    """The compile-only rows (no allocation) lower the train step with the influence in the
+    state: peak memory grows over truncated BPTT by at least the influence itself."""
+    model = model_config("lstm", embed_dim=8, hidden_dim=12, num_layers=1, dropout=0.0,
+                         dropoute=0.0, dropouth=0.0, dropouti=0.0, wdrop=0.0)
+    rows = {}
+    for m in ("none", mode):
+        config = measure.run_config(model, dict(batch_size=2, segment_len=4))
+        config.train.carry_gradient = m
+        _, _, (state, *_) = measure.abstract_train_inputs(config, 16)
+        assert (state.influence is None) == (m == "none")
+        rows[m] = measure.compile_only(config, 16)
+    base, with_mode = rows["none"], rows[mode]
+    assert base["influence_bytes"] == 0 < with_mode["influence_bytes"]
+    assert with_mode["memory"]["peak"] >= base["memory"]["peak"] + with_mode["influence_bytes"]

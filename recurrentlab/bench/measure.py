@@ -34,6 +34,7 @@ from flax import nnx
 from recurrentlab.config import base_config
 from recurrentlab.models import build_model
 from recurrentlab.sample import Decoder, make_segment_fn
+from recurrentlab.train.carry_gradient import init_influence, mode_of
 from recurrentlab.train.distributed import Placement
 from recurrentlab.train.optim import make_optimizer
 from recurrentlab.train.state import TrainState
@@ -107,9 +108,12 @@ def abstract_train_inputs(config: ml_collections.ConfigDict, vocab_size: int):
     opt_state = jax.eval_shape(tx.init, params)
     fresh_carry = jax.eval_shape(
         lambda p, r: nnx.merge(graphdef, p, r).init_carry(config.train.batch_size), params, rest)
+    influence = jax.eval_shape(  # train.carry_gradient's influence (None for "none")
+        lambda p, r: init_influence(nnx.merge(graphdef, p, r), mode_of(config),
+                                    config.train.batch_size), params, rest)
     state = TrainState(params=params, opt_state=opt_state, carry=fresh_carry,
                        step=jax.ShapeDtypeStruct((), jnp.int32),
-                       rng=jax.eval_shape(lambda: jax.random.PRNGKey(0)))
+                       rng=jax.eval_shape(lambda: jax.random.PRNGKey(0)), influence=influence)
     return graphdef, tx, (state, rest, fresh_carry, abstract_batch(config))
 
 
@@ -167,7 +171,7 @@ def compile_only(config: ml_collections.ConfigDict, vocab_size: int) -> dict[str
     state, _, fresh_carry, _ = args
     return {"compile": times, "memory": memory_analysis_bytes(compiled),
             "params": count_params(state.params), "carry_bytes": nbytes(fresh_carry),
-            "param_bytes": nbytes(state.params)}
+            "param_bytes": nbytes(state.params), "influence_bytes": nbytes(state.influence)}
 
 
 def interleaved_times(runs: dict[str, Callable[[], Any]], *, warmup: int, repeats: int
