@@ -33,6 +33,7 @@ from flax import nnx
 
 from recurrentlab.config import base_config
 from recurrentlab.models import build_model
+from recurrentlab.models.layers import count_leaves
 from recurrentlab.sample import Decoder, make_segment_fn
 from recurrentlab.train.carry_gradient import init_influence, mode_of
 from recurrentlab.train.distributed import Placement
@@ -118,7 +119,8 @@ def abstract_train_inputs(config: ml_collections.ConfigDict, vocab_size: int):
 
 
 def count_params(params: Any) -> int:
-    return int(sum(np.prod(x.shape) for x in jax.tree.leaves(params)))
+    """Scalars in a params pytree (``models.layers.count_leaves``)."""
+    return count_leaves(params)
 
 
 def nbytes(tree: Any) -> int:

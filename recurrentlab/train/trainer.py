@@ -22,7 +22,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 import optax
 from flax import nnx
 
@@ -30,6 +29,7 @@ from recurrentlab.config import config_hash, stop_condition_met, to_json, valida
 from recurrentlab.data import build_dataset
 from recurrentlab.errors import NonFiniteError, WorkdirError
 from recurrentlab.models import build_model, reset_carry
+from recurrentlab.models.layers import count_leaves
 from recurrentlab.train.carry_gradient import (
     check_carry_gradient,
     influence_gradients,
@@ -457,7 +457,7 @@ class TrainLoop:
             "final": final,
             "train_seconds": time.time() - self.started,
             "compile_seconds": self.clock.compile_seconds,
-            "num_params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(self.state.params))),
+            "num_params": count_leaves(self.state.params),
             **self.meta,
         }
         if jax.process_index() == 0:
