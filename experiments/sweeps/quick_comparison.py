@@ -20,14 +20,14 @@ model's state is sharp:
 * LSTM, SHA-RNN, Transformer-XL, RMT, NTM (their carry can hold ``v`` and the gradient
   reaches it): solve it, given a setup that trains them (``presets.SYNTHETIC_SETUP``).
 
-The protocol (DESIGN.md, "capability before comparison"): every model gets 3 seeds at its own
-learning rate, a 1,500-step budget that ``train.stop_when = accuracy>=0.99`` ends early, and a
-**control cell** (``protocol.control``): D = 4 (trained on 0..4), where an episode fits one
-segment, so every model — the Transformer too — can answer from the segment alone. A model
-whose control fails is reported as "not trained to capability", not as a result. The learning
-rates are the best of each model's grid (``presets.LR_GRID``) on this task; the ``lr_grid``
-sweep reruns that tuning (every model at every rate of its grid, 2 seeds) and
-``recurrentlab results`` keeps the best rate per cell.
+The protocol ("capability before comparison", ``recurrentlab.sweep.protocol``): every model
+gets 3 seeds at its own learning rate, a 1,500-step budget that ``train.stop_when =
+accuracy>=0.99`` ends early, and a **control cell** (``protocol.control``): D = 4 (trained on
+0..4), where an episode fits one segment, so every model — the Transformer too — can answer
+from the segment alone. A model whose control fails is reported as "not trained to capability",
+not as a result. The learning rates are the best of each model's grid (``presets.LR_GRID``) on
+this task; the ``lr_grid`` sweep reruns that tuning (every model at every rate of its grid, 2
+seeds) and ``recurrentlab results`` keeps the best rate per cell.
 
 Output: ``runs/compare/results.md`` (the summary table: model, what it carries, horizon,
 accuracy ± std over seeds, seeds solved, steps to solve, parameters, tokens/s, capability),

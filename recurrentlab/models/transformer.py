@@ -1,6 +1,6 @@
 """Decoder-only Transformer: causal self-attention within one segment, no state across segments.
 
-The baseline every memory model is compared against (DESIGN.md: "Transformer | ()"). GPT-2-style
+The baseline every memory model is compared against (its carry is ``()``). GPT-2-style
 pre-LN blocks (Radford et al. 2019; karpathy/nanoGPT ``model.py``):
 
     h_0   = drop(E[x] + P)                    (P learned positions; none when rotary)
