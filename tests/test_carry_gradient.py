@@ -201,6 +201,48 @@ def test_rtrl_train_steps_equal_bptt_through_both_windows():
     assert _max_relative_difference(truncated, want, layers) > 1e-2
 
 
+def test_rtrl_serves_the_ntm_too():
+    """The same recursion over the NTM's whole carry (controller, memory, reads, weightings):
+    summed over two windows it is BPTT through both; truncation differs."""
+    ntm = model_config("ntm", controller_size=5, memory_slots=4, memory_width=3, embed_dim=4)
+
+    def config(mode):
+        c = _config(mode)
+        c.model = ntm
+        return c
+
+    def summed(mode):
+        model = build_model(ntm, vocab_size=VOCAB, seed=0)
+        tx = _recorder()
+        c = config(mode)
+        graphdef, state, rest, fresh = init_train_state(model, c, tx, Placement.from_config(c))
+        step, total = make_train_step(graphdef, c, tx), None
+        for i in range(2):
+            state, _ = step(state, rest, fresh, _window(i))
+            grads = _named(state.opt_state)
+            total = grads if total is None else {k: total[k] + grads[k] for k in total}
+        return total
+
+    graphdef, params, rest = nnx.split(build_model(ntm, vocab_size=VOCAB, seed=0), nnx.Param, ...)
+
+    def loss(p):
+        m = nnx.merge(graphdef, p, rest)
+        carry, total = m.init_carry(B), 0.0
+        for i in range(2):
+            objective, (carry, _) = window_loss(m, carry, _window(i), segment_len=S, train=True,
+                                                key=None)
+            total = total + objective
+        return total
+
+    want, got = _named(jax.grad(loss)(params)), summed("rtrl")
+    for name in want:  # float32 through more operations than the LSTM: 1e-4, not 1e-5
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-4,
+                                   atol=1e-5 * np.abs(want[name]).max(), err_msg=name)
+    truncated = summed("none")
+    controller = [k for k in want if "lstm" in k or "head_" in k]  # controller and heads
+    assert controller and _max_relative_difference(truncated, want, controller) > 1e-2
+
+
 def test_the_first_window_from_a_fresh_stream_is_truncated_bptt_in_every_mode():
     none = _summed_gradients("none", 1)
     for mode in ("rtrl", "snap1"):
@@ -356,7 +398,7 @@ def _zero_influence_in_checkpoint(folder, step, config):
 
 
 def test_which_models_support_which_mode():
-    assert supported_models("rtrl") == ["lstm"]
+    assert supported_models("rtrl") == ["lstm", "ntm"]
     assert supported_models("snap1") == ["lstm"]
 
 
@@ -378,7 +420,7 @@ def test_a_model_without_support_is_refused_naming_those_with():
                                 max_len=S)
     model = build_model(config.model, vocab_size=VOCAB, seed=0)
     with pytest.raises(ConfigError, match="model 'transformer' does not support "
-                                          "train.carry_gradient='rtrl'; models that do: lstm"):
+                                          "train.carry_gradient='rtrl'; models that do: lstm, ntm"):
         check_carry_gradient(config, model)
 
 

@@ -26,8 +26,9 @@ others with one line naming the models that support the mode. What each mode nee
   call that also advances the traces inside its scan) and :meth:`traces_gradient` (the
   contraction ``g0 . J0`` of the carry gradient with the traces).
 
-An NTM controller or a SHA-RNN LSTM follows the LSTM: its carry is floating point and
-per stream (rtrl as is, once its per-stream independence is tested); for snap1 it keeps
+The NTM takes ``"rtrl"`` as is (``tests/test_carry_gradient.py::test_rtrl_serves_the_ntm_too``).
+A SHA-RNN LSTM follows the same way: its carry is floating point and per stream (rtrl as
+is, once its per-stream independence is tested); for snap1 a model keeps
 per-unit traces of its LSTM weights (:func:`recurrentlab.models.lstm.snap1_traces`) and
 treats memory and attention parameters as the LSTM treats its embedding.
 

@@ -259,6 +259,10 @@ def bit_logits_to_token_logits(
 class NTM(SequenceModel):
     """Neural Turing Machine language model; see the module docstring for equations and choices."""
 
+    # train.carry_gradient: exact RTRL over the whole carry (controller state, memory, read
+    # vectors, head weightings; all floating point, streams independent, no dropout)
+    carry_gradient_modes = ("rtrl",)
+
     @classmethod
     def tiny_config(cls) -> dict:
         return dict(controller_size=12, memory_slots=6, memory_width=4, embed_dim=8)

@@ -52,7 +52,8 @@ LSTM's choices — layer by layer, no embedding traces — are in
 :mod:`recurrentlab.models.lstm`'s docstring.
 
 Which models support which mode (a clear :class:`ConfigError` for the others):
-:func:`supported_models`; today the LSTM supports ``"rtrl"`` and ``"snap1"``. What a model
+:func:`supported_models`; today the LSTM supports ``"rtrl"`` and ``"snap1"``, the NTM
+``"rtrl"`` (its whole carry: controller, memory, reads, weightings). What a model
 must provide is in :mod:`recurrentlab.models.base`.
 """
 
