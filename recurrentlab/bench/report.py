@@ -86,7 +86,10 @@ def throughput_markdown(result: dict[str, Any]) -> list[str]:
                  "replaces (each token re-runs the partial segment from the last segment's "
                  "carry; `sample.generate_reference`).")
     lines.append("Ratios are ours ÷ peer tokens/s, the peer measured in the same run on the "
-                 "same shapes (embedding → LSTM stack → linear decoder, Adam, no dropout).")
+                 "same shapes (lstm rows: embedding → LSTM stack → linear decoder, Adam, no "
+                 "dropout; sha_rnn and ntm rows: the authors'-style torch model of "
+                 "`recurrentlab/bench/torch_peers.py` with our initial weights, same loss and "
+                 "dropout, Adam).")
     skipped = sorted({f"{p}: {r['peers'][p]['skipped']}" for r in rows for p in r["peers"]
                       if "skipped" in r["peers"][p] and p not in measured})
     if skipped:
