@@ -21,6 +21,31 @@ Shapes (issue 19):
 
 Targets: ``sha_rnn`` >= 1.3, ``ntm_b32`` >= 20, ``ntm_b1`` >= 25 (vs ``torch``).
 Expected runtime: 2-4 minutes on a 2-core CPU.
+
+On a shared machine run it under ``taskset -c 0`` (one core: XLA sizes its pool to it and
+torch gets one thread). torch's OpenMP threads degrade far more than XLA's pool when other
+processes compete for the cores (the NTM peer ran 7-30x slower with 2 threads on a loaded
+2-core machine than with 1), which makes unpinned ratios on a busy machine meaningless.
+
+Measured (2026-11-30, ``taskset -c 0`` on a 2-core CPU shared with other work, torch 2.13 CPU,
+jax 0.10.2; ours ÷ torch, one run each; the torch side varies most with load, so the SHA-RNN
+ratio moved between 0.76 and 1.34 across runs of the same code):
+
+============ ==================== ==================== =========================
+entry        before (53cb421)     after (2e3db57)      target
+============ ==================== ==================== =========================
+sha_rnn      1.34                 0.97, 1.09           >= 1.3
+ntm_b32      5.91                 9.63, 14.61          >= 20
+ntm_b1       15.01                17.58, 26.67         >= 25
+============ ==================== ==================== =========================
+
+The changes, each measured before/after in one process (interleaved, one core): the NTM step is
+rematerialised in the backward pass (fwd+bwd at batch 32: 80 -> 34 ms) and its read and write
+heads are addressed in one stacked call (memory step 24.8 -> 18.5 ms); together 246.6 -> 89.4
+ms at batch 32 (min of 9), 1.5 -> 1.4 ms at batch 1. Dropout masks by a counter hash
+(``layers.dropout``) took the SHA-RNN fwd+bwd from 1365 to 1212 ms; the remaining SHA-RNN step
+is ~24% LSTM recurrence, ~15% attention, ~7% dropout, the rest the Boom/projection matmuls and
+layer norms.
 """
 
 from recurrentlab.bench import bench_config, entry
