@@ -85,6 +85,8 @@ def applies(peer: str, model: ml_collections.ConfigDict) -> str | None:
             return "torch_batched_shift is a variant of the NTM peer"
         from recurrentlab.bench import torch_peers
 
+        if jax.default_backend() != "cpu":
+            return f"the torch {model.name} peer runs on CPU only (no GPU port written)"
         return torch_peers.applies(model)
     if peer == "torch_batched_shift":
         return "torch_batched_shift is a variant of the NTM peer"
@@ -106,8 +108,6 @@ def available(peer: str) -> str | None:
     if (peer in ("torch", "torch_aten", "torch_batched_shift")
             and importlib.util.find_spec("torch") is None):
         return "torch is not installed"
-    if peer == "torch_batched_shift" and jax.default_backend() != "cpu":
-        return "the torch NTM peer runs on CPU"
     if peer == "torch_aten" and jax.default_backend() != "cpu":
         return "torch_aten is the CPU path without oneDNN; on a GPU torch runs cuDNN"
     if peer == "jax_rnn":
