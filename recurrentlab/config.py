@@ -496,12 +496,18 @@ def parse_stop_when(text: str) -> tuple[str, str, float]:
                           f"< <= > >=, e.g. 'bit_errors<0.1' or 'accuracy>=0.99'") from None
 
 
+def check_stop_when(text: str, metric_names) -> None:
+    """Refuse ``train.stop_when`` naming a metric evaluation does not report (``metric_names``)."""
+    name, _, _ = parse_stop_when(text)
+    if name not in metric_names:
+        raise ConfigError(f"train.stop_when names '{name}', which evaluation does not report; "
+                          f"use one of {', '.join(sorted(metric_names))}")
+
+
 def stop_condition_met(text: str, metrics: dict) -> bool:
     """Whether the evaluation ``metrics`` meet ``train.stop_when`` (see :func:`parse_stop_when`)."""
     name, op, bound = parse_stop_when(text)
-    if name not in metrics:
-        raise ConfigError(f"train.stop_when names '{name}', which evaluation does not report; "
-                          f"use one of {', '.join(sorted(metrics))}")
+    check_stop_when(text, metrics)
     value = float(metrics[name])
     return {"<": value < bound, "<=": value <= bound,
             ">": value > bound, ">=": value >= bound}[op]

@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from recurrentlab.data import bit_errors, episodes_exact_match
-from recurrentlab.train.evaluate import EpisodeTally, EvalSettings, Evaluator
+from recurrentlab.train.evaluate import EpisodeTally, EvalSettings, Evaluator, metric_names
 from recurrentlab.train.step import token_nll
 from recurrentlab.train.trainer import build_run
 
@@ -102,3 +102,16 @@ def test_an_evaluator_compiles_once_and_follows_the_parameters_it_is_given(tiny_
         assert metrics["tokens"] == 3 * 4 * 16
     assert evaluator(moved, "valid")["loss"] != evaluator(params, "valid")["loss"]
     assert compile_counter["jit(eval_window)"] == 1 and compile_counter["jit(eval_start)"] == 1
+    assert set(metrics) == metric_names(dataset)  # what stop_when is checked against
+
+
+def test_the_metric_names_are_what_an_episodic_bit_task_reports(tiny_config):
+    from recurrentlab.data import data_config
+    config = tiny_config()
+    config.data = data_config("synthetic", task="copy", eval_windows=2, mode="stream")
+    config.eval.max_windows = 2
+    dataset, model = build_run(config)
+    metrics = Evaluator(model, dataset, EvalSettings.from_config(config))(
+        nnx.state(model, nnx.Param), "valid")
+    assert set(metrics) == metric_names(dataset)
+    assert {"exact_match", "bit_errors"} <= set(metrics)

@@ -218,9 +218,24 @@ def test_malformed_stop_when_is_refused(tiny_config, stop_when, eval_every, mess
 
 
 def test_stop_when_naming_an_unreported_metric_says_which_exist(tmp_path, tiny_config):
-    config = tiny_config(num_steps=4, eval_every=2, stop_when="bit_errors<0.1")
-    with pytest.raises(ConfigError, match="does not report; use one of .*bits_per_byte"):
-        train_and_evaluate(config, tmp_path / "run")
+    """Refused before the workdir exists (the corrected command then runs in it), even when no
+    periodic evaluation would come before the end."""
+    for eval_every in (2, 4):
+        config = tiny_config(num_steps=4, eval_every=eval_every, stop_when="bit_errors<0.1")
+        with pytest.raises(ConfigError, match="does not report; use one of .*bits_per_byte"):
+            train_and_evaluate(config, tmp_path / "run")
+        assert not (tmp_path / "run").exists()
+
+
+def test_episode_metrics_are_known_before_a_run(tmp_path):
+    from recurrentlab.data import build_dataset, data_config
+    from recurrentlab.train.evaluate import metric_names
+
+    recall = build_dataset(data_config("synthetic", task="delayed_recall", distance=2), seed=0)
+    assert {"exact_match", "accuracy"} <= metric_names(recall)
+    assert "bit_errors" not in metric_names(recall)
+    copy = build_dataset(data_config("synthetic", task="copy"), seed=0)
+    assert "bit_errors" in metric_names(copy)
 
 
 def test_the_train_step_donates_its_state_and_keeps_the_fresh_carry(tiny_config):

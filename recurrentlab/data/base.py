@@ -44,11 +44,14 @@ class Dataset:
       unit: ``"byte"``, ``"char"`` or ``"token"``: metrics are named ``bits_per_<unit>``.
       bits_per_symbol: bits in one data symbol of an NTM-style bit task (copy with 8-bit
         vectors: 8), used by :func:`bit_errors`; 0 for every other dataset.
+      episodic: whether batches mark episodes (``episode`` ids >= 0), so evaluation reports
+        ``exact_match`` (synthetic tasks); False for corpora.
     """
 
     vocab_size: int = 0
     unit: str = "token"
     bits_per_symbol: int = 0
+    episodic: bool = False
 
     def train_window(self, step: int, batch_size: int, window_len: int) -> dict[str, np.ndarray]:
         """The training window of ``step``: a pure function of (seed, step)."""

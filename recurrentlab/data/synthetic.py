@@ -548,6 +548,7 @@ class SyntheticDataset(Dataset):
         self.vocab_size = self.layout.vocab_size
         self.unit = "token"
         self.bits_per_symbol = self.task.bits(self.fields)
+        self.episodic = True
 
     # -- episodes ---------------------------------------------------------------------------
     def episodes(self, split: str, index, stream) -> tuple[np.ndarray, np.ndarray]:

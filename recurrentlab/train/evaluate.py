@@ -25,6 +25,17 @@ from recurrentlab.models.base import reset_carry
 from recurrentlab.train.step import window_outputs
 
 
+def metric_names(dataset: Any) -> set[str]:
+    """The metrics an :class:`Evaluator` reports on ``dataset`` (``train.stop_when`` is checked
+    against them before a run starts)."""
+    names = {"loss", f"bits_per_{dataset.unit}", "accuracy", "tokens"}
+    if getattr(dataset, "episodic", False):
+        names |= {"exact_match", "episodes"}
+    if getattr(dataset, "bits_per_symbol", 0):
+        names.add("bit_errors")
+    return names
+
+
 class EpisodeTally:
     """Per-episode accumulation across windows (an episode may span windows in stream mode)."""
 

@@ -25,7 +25,13 @@ import ml_collections
 import optax
 from flax import nnx
 
-from recurrentlab.config import config_hash, stop_condition_met, to_json, validate
+from recurrentlab.config import (
+    check_stop_when,
+    config_hash,
+    stop_condition_met,
+    to_json,
+    validate,
+)
 from recurrentlab.data import build_dataset
 from recurrentlab.errors import NonFiniteError, WorkdirError
 from recurrentlab.models import build_model, reset_carry
@@ -44,7 +50,7 @@ from recurrentlab.train.distributed import (
     initialize_distributed,
     main_process_first,
 )
-from recurrentlab.train.evaluate import EvalSettings, Evaluator
+from recurrentlab.train.evaluate import EvalSettings, Evaluator, metric_names
 from recurrentlab.train.logging import MetricWriter
 from recurrentlab.train.optim import make_optimizer
 from recurrentlab.train.state import TrainState
@@ -91,6 +97,8 @@ def build_run(config: ml_collections.ConfigDict):
     dataset = build_dataset(config.data, seed=config.seed)
     t = config.train
     dataset.check_layout(t.batch_size, t.segment_len * t.bptt_segments)
+    if t.stop_when:  # a metric this dataset's evaluation reports, before any workdir exists
+        check_stop_when(t.stop_when, metric_names(dataset))
     evaluation = EvalSettings.from_config(config)
     for split in {config.eval.split, *config.eval.final_splits}:
         dataset.check_layout(evaluation.batch_size, evaluation.window_len, split=split)
