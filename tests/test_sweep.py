@@ -13,7 +13,7 @@ import pytest
 
 from recurrentlab.errors import ConfigError
 from recurrentlab.sweep import expand, fixed, product, seeds, sweep, zip_, zipped
-from recurrentlab.sweep.runner import last_error_line, read_manifest, run_sweep
+from recurrentlab.sweep.runner import MANIFEST, last_error_line, read_manifest, run_sweep
 from recurrentlab.sweep.spec import format_value, run_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -311,3 +311,19 @@ def test_a_run_with_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path)
 
 def last_error_line_of(text: str) -> str:
     return [line for line in text.splitlines() if line.startswith("error: ")][-1]
+
+
+def test_other_overrides_in_a_finished_sweep_folder_are_refused(tmp_path):
+    """The same sweep with other overrides would skip the finished runs (named by their own
+    overrides) and record overrides they never saw: refused, manifest and runs untouched."""
+    path = write_sweep(tmp_path / "s.py", 'sweep("data.distance", [2])')
+    out = tmp_path / "out"
+    run_sweep(str(path), out, launcher="inline", echo=lambda line: None)
+    before = (out / MANIFEST).read_text()
+    with pytest.raises(ConfigError, match="overrides none; this command gives "
+                                          "--config.train.lr=0.5: use a new --workdir"):
+        run_sweep(str(path), out, launcher="inline", extra_args=["--config.train.lr=0.5"],
+                  echo=lambda line: None)
+    assert (out / MANIFEST).read_text() == before
+    again = run_sweep(str(path), out, launcher="inline", echo=lambda line: None)  # same: fine
+    assert [r["status"] for r in again["runs"]] == ["finished"]

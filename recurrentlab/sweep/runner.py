@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from recurrentlab.errors import ConfigError
 from recurrentlab.sweep.launchers import Launcher, SweepInterrupted, make_launcher
 from recurrentlab.sweep.spec import RunSpec, expand
 
@@ -85,6 +86,21 @@ def read_manifest(sweep_dir: str | Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def check_same_overrides(sweep_dir: Path, extra_args: list[str]) -> None:
+    """A sweep folder's runs were trained with its manifest's ``extra_args``: the same command
+    with other overrides would skip the finished runs (named by their own overrides) and
+    record overrides they never saw, so it is refused (:class:`ConfigError`, one line)."""
+    manifest = read_manifest(sweep_dir)
+    if manifest is None or manifest.get("extra_args", extra_args) == extra_args:
+        return
+    def shown(args):
+        return " ".join(a for a in args if "progress_bar" not in a) or "none"
+
+    raise ConfigError(f"{sweep_dir} holds a sweep run with overrides "
+                      f"{shown(manifest['extra_args'])}; this command gives {shown(extra_args)}: "
+                      "use a new --workdir (finished runs are never rerun or overwritten)")
+
+
 def _raise_interrupted(signum, frame):
     raise SweepInterrupted(signal.Signals(signum).name)
 
@@ -102,6 +118,7 @@ def run_sweep(spec: str, sweep_dir: str | Path, *, parallel: int = 1,
     if not any(a.startswith("--config.train.progress_bar") for a in extra_args):
         extra_args.append("--config.train.progress_bar=False")  # logs are files, not terminals
     runs = expand(spec, sweep_dir, extra_args)
+    check_same_overrides(sweep_dir, extra_args)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "logs").mkdir(exist_ok=True)
     launcher_name = launcher if isinstance(launcher, str) else type(launcher).__name__
