@@ -359,6 +359,11 @@ def plot_results(table: pd.DataFrame, out_dir: str | Path,
                     label = ", ".join(f"{f.split('.')[-1]}={_cell(row[f])}" for f in others
                                       if _present([row[f]]))
                     lines.setdefault(label, []).append(i)
+                if max(len(index) for index in lines.values()) < 2:  # no line to draw
+                    plt.close(fig)
+                    continue
+                ax.set_prop_cycle(color=plt.get_cmap("tab20" if len(lines) > 10 else "tab10")(
+                    np.linspace(0, 1, 20 if len(lines) > 10 else 10, endpoint=False)))
                 for label, index in lines.items():
                     part = flat.iloc[index].sort_values(x)
                     errors = None if std is None else part[f"{metric}_std"].fillna(0).to_numpy()
@@ -400,7 +405,8 @@ def write_results(sweep_dir: str | Path) -> tuple[str, list[Path]]:
 
     A protocol sweep (runs with ``train.stop_when``) leads with the summary table of its best
     learning rates (``results_all_lr.csv`` keeps every learning rate) and adds
-    ``plots/learning_curves.png``.
+    ``plots/learning_curves.png``; the markdown returned (what the commands print) is then
+    that summary alone, ``results.md`` holds the full table of every metric too.
     """
     sweep_dir = Path(sweep_dir)
     table = load_results(sweep_dir, aggregate=True)
@@ -412,6 +418,7 @@ def write_results(sweep_dir: str | Path) -> tuple[str, list[Path]]:
         extra.append(sweep_dir / "results_all_lr.csv")
         table = protocol_table(table)
         text = summary_markdown(summary_table(table), chance) + "\n"
+    shown = text or markdown_table(table)
     text += markdown_table(table)
     (sweep_dir / "results.md").write_text(text)
     table.to_csv(sweep_dir / "results.csv", index=False)
@@ -419,5 +426,5 @@ def write_results(sweep_dir: str | Path) -> tuple[str, list[Path]]:
     plots = plot_results(table, sweep_dir / "plots", chance=chance)
     if is_protocol_table(table):
         plots += plot_learning_curves(sweep_dir, table, sweep_dir / "plots", chance=chance)
-    return text, [sweep_dir / "results.md", sweep_dir / "results.csv",
-                  sweep_dir / "results_runs.csv", *extra, *plots]
+    return shown, [sweep_dir / "results.md", sweep_dir / "results.csv",
+                   sweep_dir / "results_runs.csv", *extra, *plots]
