@@ -115,3 +115,27 @@ def test_the_metric_names_are_what_an_episodic_bit_task_reports(tiny_config):
         nnx.state(model, nnx.Param), "valid")
     assert set(metrics) == metric_names(dataset)
     assert {"exact_match", "bit_errors"} <= set(metrics)
+
+
+def test_a_split_with_no_scored_target_reports_nan_not_zero(tiny_config, tmp_path):
+    """Windows too short to hold an answer: loss and accuracy are NaN (not 0, below chance),
+    in the evaluation and in the train records (which then leave them out)."""
+    import math
+
+    from recurrentlab.data import data_config
+    from recurrentlab.train.logging import read_metrics
+    from recurrentlab.train.trainer import train_and_evaluate
+
+    config = tiny_config(num_steps=2, log_every=1, checkpoint_every=2)
+    config.data = data_config("synthetic", task="delayed_recall", distance=30, mode="stream",
+                              eval_windows=1)
+    config.train.segment_len, config.eval.max_windows = 2, 1
+    dataset, model = build_run(config)
+    metrics = Evaluator(model, dataset, EvalSettings.from_config(config))(
+        nnx.state(model, nnx.Param), "valid")
+    assert metrics["tokens"] == 0 and math.isnan(metrics["accuracy"])
+    train_and_evaluate(config, tmp_path / "run")
+    train = [r for r in read_metrics(tmp_path / "run") if r["kind"] == "train"]
+    assert train and all("scored_tokens" in r for r in train)
+    assert all(("accuracy" in r) == (r["scored_tokens"] > 0) for r in train)
+    assert any(r["scored_tokens"] == 0 for r in train)  # the case this is about

@@ -143,9 +143,11 @@ class Evaluator:
             correct += float(((pred == batch["targets"]) * mask).sum())
             if np.any(batch["episode"] >= 0):
                 tally.add(index, batch, pred, getattr(dataset, "bits_per_symbol", 0))
-        loss = nll_sum / max(count, 1.0)
+        # No scored target in the whole split (a tiny evaluation of an episodic task): NaN,
+        # not a loss of 0 and an accuracy below chance.
+        loss = nll_sum / count if count else math.nan
         metrics = {"loss": loss, f"bits_per_{dataset.unit}": loss / math.log(2),
-                   "accuracy": correct / max(count, 1.0), "tokens": count}
+                   "accuracy": correct / count if count else math.nan, "tokens": count}
         metrics.update(tally.metrics())
         return metrics
 

@@ -197,7 +197,7 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
         count = jnp.maximum(totals["count"], 1.0)
         metrics = {"loss": totals["nll_sum"] / count, "penalty": totals["penalty"],
                    "grad_norm": grad_norm, "finite": finite,
-                   "accuracy": totals["correct"] / count}
+                   "accuracy": totals["correct"] / count, "scored_tokens": totals["count"]}
         return new_state, metrics
 
     # The state is donated: XLA updates params and optimiser state in place instead of
@@ -411,7 +411,10 @@ class TrainLoop:
         """A ``train`` record: the step's metrics, bits, throughput and compile time."""
         self.check_finite()
         record = {k: float(v) for k, v in metrics.items() if k != "finite"}
-        record["bits"] = record["loss"] / math.log(2)
+        if record["scored_tokens"]:
+            record["bits"] = record["loss"] / math.log(2)
+        else:  # a window with no scored target (a short window of an episodic task): no
+            del record["loss"], record["accuracy"]  # loss or accuracy to report, not 0
         tokens_per_sec = self.clock.tokens_per_sec(done)
         if tokens_per_sec is not None:
             record["tokens_per_sec"] = tokens_per_sec
