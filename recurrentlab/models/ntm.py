@@ -21,6 +21,10 @@ kernel behind ``impl``); :func:`ntm_step` is the pure cell step, driven by ``jax
 The step is rematerialised in the backward pass (``jax.checkpoint`` around the scan body): only
 the carry is kept per step, and the step's [b, n, m]-sized intermediates are recomputed, which
 on CPU is about twice as fast at batch 32 as stacking them for every step (same values).
+Inside the scan the memory is kept transposed, ``M^T`` [b, m, n] (transposed once per segment
+at the scan's ends; the carry holds M [b, n, m]): with the n slots on the minor axis the
+weightings, slot norms and erase/add products of a step need no transposes and run along the
+long axis (same values).
 
 Head order: the read heads come first, then the write heads (Collier's ``w_list``). Each head's
 block of ``p_t`` is ``[k (m), beta, g, s (2r+1), gamma]``; after all heads come ``[e (m), a (m)]``
@@ -112,6 +116,7 @@ cell (TensorFlow ``BasicLSTMCell``).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -211,20 +216,104 @@ def ntm_step(
     radius: int,
     clip: float,
     impl: str = "auto",
+    transposed: bool = False,
+    taps: tuple[jax.Array, jax.Array, jax.Array] | None = None,
 ) -> tuple[NTMState, Float[Array, "b o"], WriteHeads]:
-    """One NTM step (pure): ``(state_{t-1}, x_t) -> (state_t, output logits o_t, write heads)``."""
-    b, _, width = state.memory.shape
+    """One NTM step (pure): ``(state_{t-1}, x_t) -> (state_t, output logits o_t, write heads)``.
+
+    ``transposed=True``: ``state.memory`` holds ``M^T`` [b, m, n] in and out (the scan's layout,
+    see :func:`recurrentlab.ops.ntm_memory.memory_step_transposed`). ``taps``: zeros [b, 4d],
+    [b, p], [b, o] added to the pre-activations of the LSTM, head and output layers; the
+    cotangents they receive are those layers' bias gradients per step (see :func:`_scan_vjp`).
+    """
+    tap_c, tap_h, tap_o = taps if taps is not None else (0.0, 0.0, 0.0)
+    b = state.memory.shape[0]
+    width = state.memory.shape[1 if transposed else 2]
     ctrl_in = jnp.concatenate([x, state.reads.reshape(b, -1)], axis=-1)
-    controller = lstm_cell(weights.lstm_kernel, weights.lstm_bias, ctrl_in, state.controller)
-    p = _clip(controller.h @ weights.head_kernel + weights.head_bias, clip)
+    controller = lstm_cell(weights.lstm_kernel, weights.lstm_bias + tap_c, ctrl_in,
+                           state.controller)
+    p = _clip(controller.h @ weights.head_kernel + weights.head_bias + tap_h, clip)
     read_heads, write_heads = split_heads(p, num_read, num_write, width, radius)
     memory, read_w, write_w, reads = ntm_memory.memory_step(
-        state.memory, state.read_w, state.write_w, read_heads, write_heads, impl=impl
+        state.memory, state.read_w, state.write_w, read_heads, write_heads, impl=impl,
+        transposed=transposed,
     )
     out_in = jnp.concatenate([controller.h, reads.reshape(b, -1)], axis=-1)
-    out = _clip(out_in @ weights.out_kernel + weights.out_bias, clip)
+    out = _clip(out_in @ weights.out_kernel + weights.out_bias + tap_o, clip)
     new_state = NTMState(controller, memory, read_w, write_w, reads, state.at_start)
     return new_state, out, write_heads
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _scan_vjp(
+    cfg: tuple, weights: NTMWeights, carry: NTMState, features: Float[Array, "s b i"]
+) -> tuple[NTMState, Float[Array, "s b o"]]:
+    """``lax.scan`` of :func:`ntm_step` over a segment with a hand-scheduled backward pass.
+
+    Same values and gradients as autodiff of a rematerialised scan, with the weight gradients
+    taken out of the time loop: the forward keeps each step's incoming carry (as
+    ``jax.checkpoint`` does); the backward runs the steps in reverse, each a ``jax.vjp`` of the
+    recomputed step with the weights held constant, and collects the cotangents of the three
+    pre-activations (the step's ``taps``). The weight gradients are then one matmul per layer
+    over all steps, ``dW = sum_t z_t^T dz_t`` and ``db = sum_t dz_t``, with the layer inputs
+    ``z_t`` ([x_t, r_{t-1}, h_{t-1}], h_t and [h_t, r_t]) read off the kept carries, instead of
+    a [.., 4d]-sized outer product accumulated in every step (same sums, another order).
+    ``cfg``: :func:`ntm_step`'s keyword arguments as sorted ``(name, value)`` pairs.
+    """
+    step = functools.partial(ntm_step, **dict(cfg))
+
+    def body(state, x):
+        state, out, _ = step(weights, state, x)
+        return state, out
+
+    return jax.lax.scan(body, carry, features)
+
+
+def _scan_vjp_fwd(cfg, weights, carry, features):
+    step = functools.partial(ntm_step, **dict(cfg))
+
+    def body(state, x):
+        new_state, out, _ = step(weights, state, x)
+        return new_state, (out, state)
+
+    final, (outs, states) = jax.lax.scan(body, carry, features)
+    return (final, outs), (weights, states, features, final)
+
+
+def _scan_vjp_bwd(cfg, res, cts):
+    weights, states, features, final = res
+    d_final, d_outs = cts
+    step = functools.partial(ntm_step, **dict(cfg))
+    b = features.shape[1]
+    taps = (jnp.zeros((b, weights.lstm_bias.shape[0]), features.dtype),
+            jnp.zeros((b, weights.head_bias.shape[0]), features.dtype),
+            jnp.zeros((b, weights.out_bias.shape[0]), features.dtype))
+
+    def back(d_state, inputs):
+        state, x, d_out = inputs
+        _, pullback = jax.vjp(lambda s, x, t: step(weights, s, x, taps=t)[:2], state, x, taps)
+        d_state, d_x, d_taps = pullback((d_state, d_out))
+        return d_state, (d_x, d_taps)
+
+    d_carry, (d_features, (g_c, g_h, g_o)) = jax.lax.scan(
+        back, d_final, (states, features, d_outs), reverse=True)
+    s = features.shape[0]
+    h_before, h_after = states.controller.h, jnp.concatenate(
+        [states.controller.h[1:], final.controller.h[None]])
+    r_before, r_after = (r.reshape(s, b, -1) for r in (
+        states.reads, jnp.concatenate([states.reads[1:], final.reads[None]])))
+    z_c = jnp.concatenate([features, r_before, h_before], axis=-1)  # LSTM input [x, r, h]
+    z_o = jnp.concatenate([h_after, r_after], axis=-1)  # output layer input [h, r]
+
+    def outer(z, g):
+        return jnp.einsum("sbi,sbj->ij", z, g), jnp.sum(g, axis=(0, 1))
+
+    (dl_k, dl_b), (dh_k, dh_b), (do_k, do_b) = (
+        outer(z_c, g_c), outer(h_after, g_h), outer(z_o, g_o))
+    return NTMWeights(dl_k, dl_b, dh_k, dh_b, do_k, do_b), d_carry, d_features
+
+
+_scan_vjp.defvjp(_scan_vjp_fwd, _scan_vjp_bwd)
 
 
 def token_bits(tokens: Int[Array, "..."], bits: int) -> Float[Array, "... bits"]:
@@ -262,6 +351,7 @@ class NTM(SequenceModel):
     # train.carry_gradient: exact RTRL over the whole carry (controller state, memory, read
     # vectors, head weightings; all floating point, streams independent, no dropout)
     carry_gradient_modes = ("rtrl",)
+    int_field_minimums = {"bits": 0, "shift_radius": 0}  # bits=0: embed mode
 
     @classmethod
     def tiny_config(cls) -> dict:
@@ -412,18 +502,24 @@ class NTM(SequenceModel):
         carry = self._refill_start(carry)
         features = jnp.swapaxes(self.input_features(tokens), 0, 1)  # [s, b, i]
         cfg = dict(num_read=self.num_read_heads, num_write=self.num_write_heads,
-                   radius=self.shift_radius, clip=self.clip, impl=self.impl)
+                   radius=self.shift_radius, clip=self.clip, impl=self.impl, transposed=True)
+        # the scan keeps M^T [b, m, n] (slots on the minor axis; module doc), the carry M
+        carry = carry._replace(memory=jnp.swapaxes(carry.memory, 1, 2))
 
-        def body(state, x):
-            state, out, write_heads = ntm_step(weights, state, x, **cfg)
-            if not trace:
-                return state, out
-            return state, (out, state.memory, state.read_w, state.write_w, state.reads,
-                           write_heads.erase, write_heads.add)
+        if trace:
+            def body(state, x):
+                state, out, write_heads = ntm_step(weights, state, x, **cfg)
+                return state, (out, state.memory, state.read_w, state.write_w, state.reads,
+                               write_heads.erase, write_heads.add)
 
-        # remat: recomputing a step beats stacking its [b, n, m] intermediates (module doc)
-        carry, ys = jax.lax.scan(jax.checkpoint(body), carry, features)
-        return carry, jax.tree.map(lambda y: jnp.swapaxes(y, 0, 1), ys)
+            carry, ys = jax.lax.scan(body, carry, features)
+        else:  # rematerialised, weight gradients outside the time loop (module doc)
+            carry, ys = _scan_vjp(tuple(sorted(cfg.items())), weights, carry, features)
+        carry = carry._replace(memory=jnp.swapaxes(carry.memory, 1, 2))
+        ys = jax.tree.map(lambda y: jnp.swapaxes(y, 0, 1), ys)
+        if trace:  # memory [b, s, m, n] -> [b, s, n, m]
+            ys = ys[:1] + (jnp.swapaxes(ys[1], 2, 3),) + ys[2:]
+        return carry, ys
 
     def __call__(
         self,

@@ -184,28 +184,62 @@ def memory_step_reference(
 ]:
     """The plain-jnp memory step; see :func:`memory_step`.
 
-    Read and write heads are addressed in one call, stacked on the head axis (the equations
-    act on each head alone, so this is the same as addressing them apart; one set of batched
-    ops instead of two is ~1.3x faster on CPU at batch 32).
+    Computed by :func:`memory_step_transposed` on ``M^T`` (the same equations).
+    """
+    new_memory_t, read_w, write_w, reads = memory_step_transposed(
+        jnp.swapaxes(memory, 1, 2), prev_read_w, prev_write_w, read_heads, write_heads)
+    return jnp.swapaxes(new_memory_t, 1, 2), read_w, write_w, reads
+
+
+def memory_step_transposed(
+    memory_t: Float[Array, "b m n"],
+    prev_read_w: Float[Array, "b hr n"],
+    prev_write_w: Float[Array, "b hw n"],
+    read_heads: ReadHeads,
+    write_heads: WriteHeads,
+    eps: float = EPS,
+) -> tuple[
+    Float[Array, "b m n"], Float[Array, "b hr n"], Float[Array, "b hw n"], Float[Array, "b hr m"]
+]:
+    """The memory step on the transposed memory ``M^T`` [b, m, n]: slot i is column i.
+
+    The same equations as :func:`memory_step_reference`, laid out for speed inside a scan:
+    with the n slots on the minor axis every [b, ., n] array (weightings, slot norms, the
+    erase/add outer products) is contiguous along n, so the step needs no transposes and its
+    elementwise and reduction fusions run along the long axis (n = 128 against m = 20 for
+    copy). Read and write heads are addressed in one stacked call (the equations act on each
+    head alone; one set of batched ops instead of two is ~1.3x faster on CPU at batch 32).
+    The slot norms ``||M_i||`` are computed once for all heads.
     """
     rh, wh = read_heads, write_heads
     hr = prev_read_w.shape[1]
-    stacked = [jnp.concatenate([r, w], axis=1) for r, w in zip(rh, wh[:5], strict=True)]
-    weights = address(memory, jnp.concatenate([prev_read_w, prev_write_w], axis=1), *stacked)
+    key, beta, gate, shift, gamma = (
+        jnp.concatenate([r, w], axis=1) for r, w in zip(rh, wh[:5], strict=True))
+    prev_w = jnp.concatenate([prev_read_w, prev_write_w], axis=1)
+    # content (eqs. 5-6): k . M_i as a batched matmul over m, norms once per step
+    dot = jnp.einsum("bhm,bmn->bhn", key, memory_t)
+    key_norm = _safe_norm(key, -1, eps)[:, :, None]  # [b, h, 1]
+    mem_norm = _safe_norm(memory_t, 1, eps)[:, None, :]  # [b, 1, n]
+    scores = dot / (key_norm * mem_norm + eps)
+    w_c = jax.nn.softmax(beta[..., None] * scores, axis=-1)
+    weights = sharpen(circular_shift(interpolate(w_c, prev_w, gate), shift), gamma)
     read_w, write_w = weights[:, :hr], weights[:, hr:]
-    reads = read(memory, read_w)  # reads see M_{t-1}, before this step's writes
-    new_memory = write(memory, write_w, wh.erase, wh.add)
-    return new_memory, read_w, write_w, reads
+    reads = jnp.einsum("bhn,bmn->bhm", read_w, memory_t)  # reads see M_{t-1}
+    for i in range(write_w.shape[1]):  # erase then add, head after head (eqs. 3-4)
+        wi = write_w[:, i, None, :]  # [b, 1, n]
+        memory_t = memory_t * (1.0 - wh.erase[:, i, :, None] * wi) + wh.add[:, i, :, None] * wi
+    return memory_t, read_w, write_w, reads
 
 
 def memory_step(
-    memory: Float[Array, "b n m"],
+    memory: Float[Array, "b n m"] | Float[Array, "b m n"],
     prev_read_w: Float[Array, "b hr n"],
     prev_write_w: Float[Array, "b hw n"],
     read_heads: ReadHeads,
     write_heads: WriteHeads,
     *,
     impl: str = "auto",
+    transposed: bool = False,
 ) -> tuple[
     Float[Array, "b n m"], Float[Array, "b hr n"], Float[Array, "b hw n"], Float[Array, "b hr m"]
 ]:
@@ -213,13 +247,22 @@ def memory_step(
 
     Returns ``(new_memory M_t, read_w, write_w, reads)`` where ``reads = read(M_{t-1}, read_w)``
     and ``M_t`` applies the write heads in order. ``impl``: ``"auto" | "xla" | "pallas" |
-    "interpret"`` (see :mod:`recurrentlab.ops.dispatch`).
+    "interpret"`` (see :mod:`recurrentlab.ops.dispatch`). ``transposed=True``: ``memory`` and
+    the returned memory are ``M^T`` [b, m, n] (the layout the NTM keeps inside its scan; the
+    kernel, which takes [b, n, m], is called on the transpose).
     """
 
     def kernel(*args, interpret):
-        return dispatch.kernel_module("ntm_memory_step").memory_step(*args, interpret=interpret)
+        step = dispatch.kernel_module("ntm_memory_step").memory_step
+        if not transposed:
+            return step(*args, interpret=interpret)
+        memory_t, *rest = args
+        out = step(jnp.swapaxes(memory_t, 1, 2), *rest, interpret=interpret)
+        return (jnp.swapaxes(out[0], 1, 2), *out[1:])
 
     return dispatch.run(
-        "ntm_memory_step", impl, kernel=kernel, reference=memory_step_reference,
+        "ntm_memory_step", impl, kernel=kernel,
+        reference=memory_step_transposed if transposed else memory_step_reference,
         diff=(memory, prev_read_w, prev_write_w, read_heads, write_heads),
+        static_key=transposed,
     )
