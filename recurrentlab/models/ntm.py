@@ -18,13 +18,15 @@ width, hr/hw read/write heads, r shift radius, d controller units, V vocabulary)
 The controller is TensorFlow's ``BasicLSTMCell``, :func:`recurrentlab.models.cells.basic_lstm_cell`.
 The memory math lives in :mod:`recurrentlab.ops.ntm_memory` (``memory_step``, with a Pallas
 kernel behind ``impl``); :func:`ntm_step` is the pure cell step, driven by ``jax.lax.scan``.
-The step is rematerialised in the backward pass (``jax.checkpoint`` around the scan body): only
-the carry is kept per step, and the step's [b, n, m]-sized intermediates are recomputed, which
-on CPU is about twice as fast at batch 32 as stacking them for every step (same values).
-Inside the scan the memory is kept transposed, ``M^T`` [b, m, n] (transposed once per segment
-at the scan's ends; the carry holds M [b, n, m]): with the n slots on the minor axis the
-weightings, slot norms and erase/add products of a step need no transposes and run along the
-long axis (same values).
+The step is rematerialised in the backward pass (:func:`_scan_vjp`, a ``custom_vjp`` over the
+scan): only the carry is kept per step, and the step's [b, n, m]-sized intermediates are
+recomputed, which on CPU is about twice as fast at batch 32 as stacking them for every step;
+the weight gradients are formed after the reverse loop, one matmul per layer over all steps,
+instead of an outer product accumulated in every step (same sums, another order). Inside the scan
+the memory is kept transposed, ``M^T`` [b, m, n] (transposed once per segment at the scan's
+ends; the carry holds M [b, n, m]): with the n slots on the minor axis the weightings, slot
+norms and erase/add products of a step need no transposes and run along the long axis (same
+values).
 
 Head order: the read heads come first, then the write heads (Collier's ``w_list``). Each head's
 block of ``p_t`` is ``[k (m), beta, g, s (2r+1), gamma]``; after all heads come ``[e (m), a (m)]``
