@@ -260,7 +260,9 @@ def _scan_vjp(
     over all steps, ``dW = sum_t z_t^T dz_t`` and ``db = sum_t dz_t``, with the layer inputs
     ``z_t`` ([x_t, r_{t-1}, h_{t-1}], h_t and [h_t, r_t]) read off the kept carries, instead of
     a [.., 4d]-sized outer product accumulated in every step (same sums, another order).
-    ``cfg``: :func:`ntm_step`'s keyword arguments as sorted ``(name, value)`` pairs.
+    ``cfg``: :func:`ntm_step`'s keyword arguments as sorted ``(name, value)`` pairs. Reverse
+    mode only, as a ``custom_vjp`` (``grad``, ``vjp`` and ``vmap`` of them work; ``jvp`` does
+    not).
     """
     step = functools.partial(ntm_step, **dict(cfg))
 
