@@ -47,6 +47,8 @@ SIZES = {"small": (16, 32, 64), "gpu": (64, 128, 256), "tiny": (8,)}
 def get_config(arg: str | None = None):
     """``arg``: ``"small"`` (CPU, under 2 minutes), ``"tiny"`` (seconds, for tests) or None
     (hidden 64-256)."""
+    if arg not in (None, "small", "tiny"):
+        raise ValueError(f"unknown config argument '{arg}'; use small, tiny or nothing")
     sizes = SIZES[arg if arg in ("small", "tiny") else "gpu"]
     batch, segment = (4, 4) if arg == "tiny" else (16, 16)
     c = bench_config("throughput")

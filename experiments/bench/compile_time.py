@@ -21,6 +21,8 @@ from recurrentlab.config import load_config_file
 
 
 def get_config(arg: str | None = None):
+    if arg not in (None, "tiny"):
+        raise ValueError(f"unknown config argument '{arg}'; use tiny or nothing")
     tiny = arg == "tiny"
     models = load_config_file(Path(__file__).with_name("models.py"), "tiny" if tiny else "small")
     c = bench_config("compile_time")

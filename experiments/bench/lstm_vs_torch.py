@@ -45,6 +45,8 @@ from recurrentlab.models import model_config
 
 
 def get_config(arg: str | None = None):
+    if arg not in (None, "tiny"):
+        raise ValueError(f"unknown config argument '{arg}'; use tiny or nothing")
     tiny = arg == "tiny"
     c = bench_config("throughput")
     c.vocab_size = 256  # bytes: softmax over 256

@@ -22,6 +22,8 @@ SEGMENTS = (1, 2, 4, 8, 16, 32, 64, 128)  # horizons 128 .. 16,384 tokens
 
 
 def get_config(arg: str | None = None):
+    if arg not in (None, "tiny"):
+        raise ValueError(f"unknown config argument '{arg}'; use tiny or nothing")
     tiny = arg == "tiny"
     c = bench_config("memory_vs_horizon")
     c.vocab_size = 256  # bytes

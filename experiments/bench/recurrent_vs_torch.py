@@ -53,6 +53,8 @@ from recurrentlab.models import model_config
 
 
 def get_config(arg: str | None = None):
+    if arg not in (None, "tiny"):
+        raise ValueError(f"unknown config argument '{arg}'; use tiny or nothing")
     tiny = arg == "tiny"
     c = bench_config("throughput")
     c.vocab_size = 256  # bytes; the NTM reads them as 8 bits

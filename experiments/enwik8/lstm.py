@@ -41,6 +41,8 @@ WHEN = (25, 35)  # --when 25 35: divide the learning rate by 10 after these epoc
 
 
 def get_config(arg: str | None = None):
+    if arg:  # this config has no variants
+        raise ValueError(f"unknown config argument '{arg}'; this config takes none")
     c = base_config()
     c.seed = 1111  # main.py's --seed default
     c.model = model_config(

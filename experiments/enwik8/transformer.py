@@ -23,6 +23,8 @@ SEGMENT = 128  # tokens per model call (tgt_len 128 in the RMT paper's enwik8 ru
 
 
 def get_config(arg: str | None = None):
+    if arg:  # this config has no variants
+        raise ValueError(f"unknown config argument '{arg}'; this config takes none")
     c = base_config()
     c.seed = 1111  # the reference scripts' default --seed
     c.model = model_config(

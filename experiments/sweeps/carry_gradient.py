@@ -116,6 +116,8 @@ def get_config(arg: str | None = None):
     """The LSTM beyond the horizon with truncated BPTT; the cells override the rest.
 
     ``arg`` (the sweep's variant, passed on to each run) does not change the config."""
+    if arg not in (None, "tiny"):
+        raise ValueError(f"unknown config argument '{arg}'; use tiny or nothing")
     c = base_config()
     c.seed = 0  # parameters and data (swept)
     c.model = model_config("lstm", embed_dim=32, hidden_dim=32, num_layers=1,

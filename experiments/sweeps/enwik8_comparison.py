@@ -44,6 +44,8 @@ def get_config(arg: str | None = None):
     model, _, mode = (arg or "transformer_xl").partition(",")
     if model not in MODELS:
         raise ValueError(f"unknown model '{model}'; use one of {', '.join(MODELS)}")
+    if mode not in ("", "paper"):
+        raise ValueError(f"unknown mode '{mode}'; use '{model}' or '{model},paper'")
     c = load_config_file(CONFIGS / f"{model}.py")  # the paper's config, unchanged
     if mode == "paper":
         return c

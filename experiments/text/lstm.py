@@ -16,6 +16,8 @@ expect validation bits per byte well below 2 after 4,000 steps -- treat the firs
 baseline.
 """
 
+from pathlib import Path
+
 from recurrentlab.config import base_config
 from recurrentlab.data import data_config
 from recurrentlab.models import model_config
@@ -24,6 +26,9 @@ STEPS = 4000  # optimiser steps
 
 
 def get_config(arg: str | None = None):
+    if arg and not Path(arg).expanduser().exists():  # the argument is the data path
+        raise ValueError(f"config argument '{arg}' is no text file or folder; give an "
+                         f"existing path (or leave it off and set --config.data.path)")
     c = base_config()
     c.seed = 0  # parameters, dropout and data order
     c.model = model_config(

@@ -25,6 +25,8 @@ from recurrentlab.models import model_config
 
 
 def get_config(arg: str | None = None):
+    if arg:  # this config has no variants
+        raise ValueError(f"unknown config argument '{arg}'; this config takes none")
     c = base_config()
     c.seed = 0  # parameters, dropout and data order
     c.model = model_config(
