@@ -90,6 +90,11 @@ class SequenceModel(nnx.Module):
         """
         raise NotImplementedError(f"{cls.__name__} declares no tiny_config()")
 
+    #: Lower bounds of the integer fields of :meth:`default_config` that may go below 1
+    #: (``mem_len=0``: no cache). Every other integer field is a size or a count and must be
+    #: >= 1; :func:`check_model_fields` checks them all, before the constructor runs.
+    int_field_minimums: ClassVar[dict[str, int]] = {}
+
     #: One call over ``K·S`` tokens equals ``K`` calls of ``S`` tokens threading the carry
     #: (without dropout, at :meth:`tiny_config`). False where segmentation is part of the
     #: model: a Transformer that sees one segment, RMT's memory tokens per segment.
@@ -233,16 +238,39 @@ def config_params(config: ml_collections.ConfigDict, *, vocab_size: int) -> int:
     return count_params(abstract)
 
 
-def build_model(config: ml_collections.ConfigDict, *, vocab_size: int, seed: int) -> SequenceModel:
-    """Build ``config.name`` with the other fields of ``config`` as keyword arguments."""
+def int_field_minimum(cls: type[SequenceModel], key: str) -> int | None:
+    """The lower bound of ``cls``'s integer field ``key`` (None: not an integer field)."""
+    default = cls.default_config().get(key)
+    if not isinstance(default, int) or isinstance(default, bool):
+        return None
+    return cls.int_field_minimums.get(key, 1)
+
+
+def check_model_fields(config: ml_collections.ConfigDict) -> None:
+    """Every field of ``config`` (a ``config.model``) is one its model has, and every integer
+    field is at least its minimum (:attr:`SequenceModel.int_field_minimums`, else 1): one
+    line naming the field and the value, before any size reaches an initialiser."""
     cls = model_class(config.name)
-    fields = {k: v for k, v in config.items() if k != "name"}
     known = cls.default_config()
-    for key in fields:
+    for key, value in config.items():
+        if key == "name":
+            continue
         if key not in known:
             close = difflib.get_close_matches(key, list(known.keys()), n=1)
             hint = f" Did you mean '{close[0]}'?" if close else ""
             raise ConfigError(f"model '{config.name}' has no field '{key}'.{hint}")
+        low = int_field_minimum(cls, key)
+        if (low is not None and isinstance(value, int) and not isinstance(value, bool)
+                and value < low):
+            raise ConfigError(f"model.{key} must be >= {low}, got {value} "
+                              f"(model '{config.name}')")
+
+
+def build_model(config: ml_collections.ConfigDict, *, vocab_size: int, seed: int) -> SequenceModel:
+    """Build ``config.name`` with the other fields of ``config`` as keyword arguments."""
+    cls = model_class(config.name)
+    check_model_fields(config)
+    fields = {k: v for k, v in config.items() if k != "name"}
     fields = {k: (v.to_dict() if isinstance(v, ml_collections.ConfigDict) else v)
               for k, v in fields.items()}
     return cls(vocab_size=vocab_size, rngs=nnx.Rngs(seed), **fields)

@@ -263,6 +263,7 @@ class LSTM(SequenceModel):
     """
 
     carry_gradient_modes = ("rtrl", "snap1")  # train.carry_gradient (see the module docstring)
+    int_field_minimums = {"chrono_init": 0}  # 0: chrono init off (else >= 3)
 
     @classmethod
     def tiny_config(cls) -> dict:

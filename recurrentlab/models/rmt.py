@@ -104,6 +104,7 @@ class RMT(SequenceModel):
     """Recurrent Memory Transformer; see the module docstring."""
 
     segments_compose = False  # memory tokens are read and written once per segment
+    int_field_minimums = {"clamp_len": 0, "d_head": 0, "mem_len": 0}  # 0: off / derived
 
     @classmethod
     def tiny_config(cls) -> dict:

@@ -283,6 +283,8 @@ class Block(nnx.Module):
 class SHARNN(SequenceModel):
     """Single Headed Attention RNN (Merity 2019); equations and deviations in the module doc."""
 
+    int_field_minimums = {"mem_len": 0}  # 0: attention within the segment only
+
     @classmethod
     def tiny_config(cls) -> dict:
         return dict(num_layers=2, d_model=16, d_ff=32, mem_len=16, attn_layers=(0,))

@@ -198,6 +198,8 @@ class XLLayer(nnx.Module):
 class TransformerXL(SequenceModel):
     """Transformer-XL language model; carry = per-layer caches. See the module docstring."""
 
+    int_field_minimums = {"clamp_len": 0, "d_head": 0, "mem_len": 0}  # 0: off / derived
+
     @classmethod
     def tiny_config(cls) -> dict:
         return dict(num_layers=1, d_model=16, num_heads=2, d_ff=32, mem_len=16)
