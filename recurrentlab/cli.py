@@ -57,6 +57,18 @@ non_negative_float = _bounded(float, 0.0)
 seed_int = _bounded(int, 0, 2**32 - 1)
 
 
+def check_workdir_path(workdir: Path) -> None:
+    """``--workdir`` names a directory, or a path that can become one: neither it nor any
+    folder above it is an existing file."""
+    for path in (workdir, *workdir.parents):
+        if path.exists():
+            if not path.is_dir():
+                what = "is a file" if path == workdir else f"is inside {path}, a file"
+                raise ArgumentError(f"--workdir {workdir} {what}; give a directory "
+                                    f"(a new or an existing one)")
+            return
+
+
 def _load_config(spec: str, overrides: list[str]):
     from recurrentlab.config import apply_overrides, load_config_file
 
@@ -237,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     if overrides and not getattr(args, "overrides", True):
         parser.error(f"'{args.command}' takes no --config.* overrides (got {overrides[0]})")
     try:
+        if getattr(args, "workdir", None) is not None:
+            check_workdir_path(args.workdir)
         return args.run(args, overrides)
     except RecurrentLabError as error:
         print(f"error: {error}", file=sys.stderr)

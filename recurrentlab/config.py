@@ -86,24 +86,48 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:
-    """Import ``path`` and call its ``get_config(arg)``."""
+def import_file(path: str | Path, kind: str = "config file"):
+    """Import the Python file ``path`` as a module: a missing file, a folder or a file that is
+    not valid Python is a one-line :class:`ConfigError`."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"'{path}' is a directory, not a {kind}; give a .py file in it")
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist")
+        raise ConfigError(f"{kind} '{path}' does not exist")
     spec = importlib.util.spec_from_file_location(f"recurrentlab_config_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
-        raise ConfigError(f"config file '{path}' defines no get_config(arg=None)")
     try:
-        config = module.get_config(arg) if arg is not None else module.get_config()
+        spec.loader.exec_module(module)
+    except SyntaxError as error:
+        raise ConfigError(f"{kind} '{path}' is not valid Python: {error.msg} "
+                          f"(line {error.lineno})") from None
+    return module
+
+
+def call_file_function(module, name: str, path: str | Path, arg: str | None,
+                       what: str = "config"):
+    """``module.<name>(arg)`` (``<name>()`` without an argument); a ValueError it raises (an
+    argument the file does not know, ...) becomes one line naming the file and the argument."""
+    try:
+        return getattr(module, name)(arg) if arg is not None else getattr(module, name)()
     except ValueError as error:  # e.g. an argument the file does not know: one line, exit 2
         if isinstance(error, RecurrentLabError):
             raise
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         shown = f"{path}:{arg}" if arg is not None else str(path)
-        raise ArgumentError(f"config '{shown}': {first}") from None  # still a ValueError
+        raise ArgumentError(f"{what} '{shown}': {first}") from None  # still a ValueError
+
+
+def load_config_file(path: str | Path, arg: str | None = None) -> ml_collections.ConfigDict:
+    """Import ``path`` and call its ``get_config(arg)``."""
+    path = Path(path)
+    module = import_file(path)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file '{path}' defines no get_config(arg=None)")
+    config = call_file_function(module, "get_config", path, arg)
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise ConfigError(f"get_config() in '{path}' returned a {type(config).__name__}; it must "
+                          f"return an ml_collections.ConfigDict (start from base_config())")
     return config
 
 
@@ -417,9 +441,12 @@ def check_unknown_fields(config: ml_collections.ConfigDict) -> None:
 def validate(config: ml_collections.ConfigDict) -> None:
     """Stop on values that cannot work, with one line saying which and why."""
     from recurrentlab.data.base import SPLITS
+    from recurrentlab.models.base import check_model_fields
 
     check_unknown_fields(config)
     check_types(config)
+    if config.model.get("name"):
+        check_model_fields(config.model)  # a known model, its fields, its sizes >= 1
     e = config.eval
     for name, splits in (("eval.split", (e.split,)), ("eval.final_splits", e.final_splits)):
         for split in splits:
@@ -453,6 +480,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for name in ("b1", "b2"):
         if not 0 <= t[name] < 1:
             raise ConfigError(f"train.{name} must be in [0, 1), got {t[name]}")
+    boundaries = tuple(t.decay_boundaries)
+    if any(b < 1 for b in boundaries) or any(
+            b >= c for b, c in zip(boundaries, boundaries[1:], strict=False)):
+        raise ConfigError(f"train.decay_boundaries must be steps >= 1 in increasing order, "
+                          f"each once, got {','.join(map(str, boundaries))}")
     if t.stop_when:
         parse_stop_when(t.stop_when)
         if not t.eval_every:

@@ -58,6 +58,16 @@ def test_eval_and_sample_use_the_checkpoint(trained):
     assert len(done.stdout.encode()) > len("The licence")  # 12 bytes follow (decoded leniently)
 
 
+def test_eval_refuses_a_training_override_in_one_line(trained):
+    before = sorted(p.name for p in trained.iterdir())
+    done = cli("eval", "--workdir", str(trained), "--config.model.hidden_dim=32")
+    assert done.returncode == 2 and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: --config.model.hidden_dim=32 would change the trained run"), done.stderr
+    assert sorted(p.name for p in trained.iterdir()) == before  # nothing written
+
+
 def test_top_k_beyond_the_vocabulary_is_one_line(trained):
     done = cli("sample", "--workdir", str(trained), "--prompt", "x", "--top-k", "1000")
     assert done.returncode == 2 and done.stdout == ""

@@ -8,6 +8,7 @@ argparse's SystemExit(2)) with exactly one line on stderr.
 import functools
 import math
 import textwrap
+from pathlib import Path
 
 import ml_collections
 import pytest
@@ -27,6 +28,8 @@ from recurrentlab.data import DATASETS, TASKS, data_config
 from recurrentlab.errors import ConfigError
 from recurrentlab.models import model_config, registered_models
 from recurrentlab.sweep.spec import format_value
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # A config file for any model and dataset: ``FILE:model/dataset[/task]``, small enough to train.
 ANY_CONFIG = textwrap.dedent('''
@@ -402,3 +405,201 @@ def test_a_workdir_whose_run_never_started_takes_a_corrected_config(tmp_path, ti
     (run / "metrics.jsonl").write_text('{"kind": "train", "step": 1}\n')
     with pytest.raises(WorkdirError, match=r"different config \(train.lr"):
         prepare_workdir(run, tiny_config(lr=0.5))
+
+
+# ----------------------------------------------------------------------------- model sizes
+
+def _int_minimum(arg: str, key: str) -> int | None:
+    from recurrentlab.models.base import int_field_minimum, model_class
+
+    return int_field_minimum(model_class(arg.split("/")[0]), key.split(".", 1)[1])
+
+
+MODEL_INTS = [(a, k) for a, k, kind, _ in FIELDS if k.startswith("model.") and kind is int]
+
+
+def test_every_integer_model_field_has_a_minimum():
+    assert len(MODEL_INTS) > 30
+    assert {("lstm/embedded", "model.hidden_dim"), ("lstm/embedded", "model.embed_dim"),
+            ("transformer/embedded", "model.num_heads")} <= set(MODEL_INTS)
+    for arg, key in MODEL_INTS:
+        assert _int_minimum(arg, key) in (0, 1), (arg, key)
+
+
+@pytest.mark.parametrize("arg, key", MODEL_INTS, ids=[f"{a}:{k}" for a, k in MODEL_INTS])
+def test_a_model_size_below_its_minimum_stops_at_the_door(capsys, tmp_path, any_config, arg,
+                                                          key):
+    """Every integer field of every registered model (a width, a count, a length): one below
+    its minimum (1, or 0 where 0 means "off") is one line naming the field and the value."""
+    low = _int_minimum(arg, key)
+    workdir = tmp_path / "run"
+    code, out, err = cli(capsys, "train", "--config", f"{any_config}:{arg}", "--workdir", workdir,
+                         f"--config.{key}={low - 1}")
+    assert code == 2 and out == ""
+    assert err == [f"error: {key} must be >= {low}, got {low - 1} "
+                   f"(model '{arg.split('/')[0]}')"], err
+    assert not workdir.exists()
+
+
+ZERO_ALLOWED = [(a, k) for a, k in MODEL_INTS if _int_minimum(a, k) == 0]
+
+
+@pytest.mark.parametrize("arg, key", ZERO_ALLOWED, ids=[f"{a}:{k}" for a, k in ZERO_ALLOWED])
+def test_a_field_declared_to_take_zero_builds_at_zero(any_config, arg, key):
+    """The minimums are not stricter than the models: a field declared >= 0 builds at 0."""
+    from flax import nnx
+
+    from recurrentlab.config import load_config_file
+    from recurrentlab.models import build_model
+
+    config = load_config_file(any_config, arg)
+    apply_override(config, key, "0")
+    nnx.eval_shape(lambda: build_model(config.model, vocab_size=256, seed=0))
+
+
+# ----------------------------------------------------------------------------- config files
+
+@pytest.mark.parametrize("text, message", [
+    ("def get_config(arg=None)\n    return 1\n", "is not valid Python: expected ':' (line 1)"),
+    ("def get_config(arg=None):\n    return {'train': {}}\n",
+     "returned a dict; it must return an ml_collections.ConfigDict"),
+])
+def test_a_broken_config_file_is_one_line(capsys, tmp_path, text, message):
+    path = tmp_path / "broken.py"
+    path.write_text(text)
+    workdir = tmp_path / "run"
+    code, out, err = cli(capsys, "train", "--config", path, "--workdir", workdir)
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not workdir.exists()
+
+
+def test_a_directory_is_not_a_config_file(capsys, tmp_path):
+    workdir = tmp_path / "run"
+    code, _, err = cli(capsys, "train", "--config", "experiments/tiny", "--workdir", workdir)
+    assert code == 2
+    assert err == ["error: 'experiments/tiny' is a directory, not a config file; give a .py "
+                   "file in it"], err
+    assert not workdir.exists()
+
+
+CONFIG_FILES = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "experiments").rglob("*.py")
+                      if "def get_config" in p.read_text())
+
+
+def test_config_files_are_all_found():
+    assert len(CONFIG_FILES) >= 28 and "experiments/tiny/lstm.py" in CONFIG_FILES
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES)
+def test_every_config_file_refuses_an_argument_it_does_not_know(path):
+    from recurrentlab.config import load_config_file
+    from recurrentlab.errors import RecurrentLabError
+
+    with pytest.raises(RecurrentLabError, match="no_such_arg"):
+        load_config_file(ROOT / path, "no_such_arg")
+
+
+def test_an_unknown_config_argument_is_one_line(capsys, tmp_path):
+    from recurrentlab.config import load_config_file
+    from recurrentlab.errors import RecurrentLabError
+
+    workdir = tmp_path / "run"
+    code, _, err = cli(capsys, "train", "--config", "experiments/tiny/lstm.py:foo", "--workdir",
+                       workdir)
+    assert code == 2 and err == ["error: config 'experiments/tiny/lstm.py:foo': unknown config "
+                                 "argument 'foo'; this config takes none"], err
+    assert not workdir.exists()
+    with pytest.raises(RecurrentLabError, match="unknown mode 'foo'"):  # "<model>,<mode>"
+        load_config_file(ROOT / "experiments/sweeps/enwik8_comparison.py", "lstm,foo")
+
+
+@pytest.mark.parametrize("text", ["3,1", "2,2", "0,5", "-4"])
+def test_decay_boundaries_are_increasing_steps(tiny_config, text):
+    config = tiny_config()
+    apply_override(config, "train.decay_boundaries", text)
+    with pytest.raises(ConfigError, match=f"train.decay_boundaries must be steps >= 1 in "
+                                          f"increasing order, each once, got {text}"):
+        validate(config)
+    apply_override(config, "train.decay_boundaries", "1,3")
+    validate(config)
+
+
+# ----------------------------------------------------------------------------- workdirs
+
+@pytest.mark.parametrize("command", ["train", "sweep"])
+def test_a_workdir_that_is_a_file_is_one_line(capsys, tmp_path, command):
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    source = (["train", "--config", "experiments/tiny/lstm.py"] if command == "train"
+              else ["sweep", "experiments/sweeps/carry_gradient.py:tiny"])
+    code, _, err = cli(capsys, *source, "--workdir", afile)
+    assert code == 2 and err == [f"error: --workdir {afile} is a file; give a directory "
+                                 f"(a new or an existing one)"], err
+    code, _, err = cli(capsys, *source, "--workdir", afile / "run")
+    assert code == 2 and err == [f"error: --workdir {afile / 'run'} is inside {afile}, a file; "
+                                 f"give a directory (a new or an existing one)"], err
+    assert afile.read_text() == "mine\n"
+
+
+def test_an_unknown_sweep_argument_is_one_line(capsys, tmp_path):
+    workdir = tmp_path / "sweep"
+    code, _, err = cli(capsys, "sweep", "experiments/sweeps/carry_gradient.py:huge", "--workdir",
+                       workdir)
+    assert code == 2 and err == ["error: sweep 'experiments/sweeps/carry_gradient.py:huge': "
+                                 "unknown sweep 'huge'; use tiny or nothing"], err
+    assert not workdir.exists()
+
+
+def test_a_sweep_refuses_the_workdir_of_a_single_run(capsys, tmp_path, tiny_config):
+    from recurrentlab.train.workdir import prepare_workdir
+
+    run = prepare_workdir(tmp_path / "run", tiny_config())
+    before = sorted(p.name for p in run.iterdir())
+    code, _, err = cli(capsys, "sweep", "experiments/sweeps/carry_gradient.py:tiny", "--workdir",
+                       run)
+    assert code == 2 and err == [f"error: {run} is the workdir of a single run (it holds "
+                                 f"config.json); give the sweep a --workdir of its own"], err
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_eval_refuses_a_training_override_before_reading_the_run(capsys, tmp_path):
+    code, _, err = cli(capsys, "eval", "--workdir", tmp_path / "none",
+                       "--config.model.hidden_dim=32")
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: --config.model.hidden_dim=32 would change the trained run")
+    code, _, err = cli(capsys, "eval", "--workdir", tmp_path / "none",
+                       "--config.eval.max_windows=1")
+    assert code == 2 and err[0].endswith("holds no run (no config.json); train one with "
+                                         f"'recurrentlab train --config FILE --workdir "
+                                         f"{tmp_path / 'none'}'"), err  # the override passed
+
+
+# ----------------------------------------------------------------------------- messages
+
+@pytest.mark.parametrize("model, snap1", [("lstm", True), ("ntm", False)])
+def test_an_influence_over_budget_suggests_snap1_only_where_the_model_has_it(
+        capsys, tmp_path, any_config, model, snap1):
+    workdir = tmp_path / "run"
+    code, _, err = cli(capsys, "train", "--config", f"{any_config}:{model}/embedded", "--workdir",
+                       workdir, "--config.train.carry_gradient=rtrl",
+                       "--config.train.influence_budget_mb=0")
+    assert code == 2 and len(err) == 1 and "over train.influence_budget_mb=0" in err[0], err
+    assert ("carry_gradient=snap1" in err[0]) is snap1
+    assert not workdir.exists()
+
+
+def test_an_episode_longer_than_the_window_says_what_to_set():
+    from recurrentlab.data import build_dataset
+    from recurrentlab.errors import DataError
+
+    dataset = build_dataset(data_config("synthetic", task="delayed_recall"), seed=0)
+    longest = dataset.max_episode_len()
+    with pytest.raises(DataError) as caught:
+        dataset.check_layout(4, 6)
+    message = str(caught.value)
+    assert f"episodes reach {longest} tokens" in message
+    for words in ("data.mode=episodic puts one whole episode in each window",
+                  "train.segment_len * train.bptt_segments", f"at least {longest - 1}",
+                  "data.mode=stream"):
+        assert words in message, message
+    dataset.check_layout(4, longest - 1)  # the window it names is enough

@@ -581,9 +581,12 @@ class SyntheticDataset(Dataset):
         longest = self.max_episode_len(split)
         if self.mode == "episodic" and longest > window_len + 1:
             raise DataError(
-                f"'{self.task.name}' {split} episodes reach {longest} tokens but a window of "
-                f"{window_len} holds {window_len + 1}; lengthen the window "
-                f"(segment_len * bptt_segments) or use data.mode=stream")
+                f"'{self.task.name}' {split} episodes reach {longest} tokens but "
+                f"data.mode=episodic puts one whole episode in each window, and a window of "
+                f"{window_len} steps holds {window_len + 1} tokens (inputs plus the last "
+                f"target); make the window (train.segment_len * train.bptt_segments, or "
+                f"eval.segment_len) at least {longest - 1}, or set data.mode=stream to run "
+                f"episodes back to back across windows")
 
     # -- windows ----------------------------------------------------------------------------
     def _window(self, split: str, index: int, batch_size: int, window_len: int

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from recurrentlab.errors import ConfigError
+from recurrentlab.errors import ConfigError, WorkdirError
 from recurrentlab.sweep.launchers import Launcher, SweepInterrupted, make_launcher
 from recurrentlab.sweep.spec import RunSpec, expand
 
@@ -117,6 +117,9 @@ def run_sweep(spec: str, sweep_dir: str | Path, *, parallel: int = 1,
     extra_args = list(extra_args or [])
     if not any(a.startswith("--config.train.progress_bar") for a in extra_args):
         extra_args.append("--config.train.progress_bar=False")  # logs are files, not terminals
+    if (sweep_dir / "config.json").exists() and not (sweep_dir / MANIFEST).exists():
+        raise WorkdirError(f"{sweep_dir} is the workdir of a single run (it holds config.json); "
+                           f"give the sweep a --workdir of its own")
     runs = expand(spec, sweep_dir, extra_args)
     check_same_overrides(sweep_dir, extra_args)
     sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,6 @@ which names its workdir ``DIR/<name>``.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import itertools
 import re
 from dataclasses import dataclass, field
@@ -172,16 +171,14 @@ def run_names(runs: list[Overrides]) -> list[str]:
 
 def load_sweep_file(path: str | Path, arg: str | None = None) -> list[Overrides]:
     """Import ``path`` and return its ``get_sweep(arg)``, checked to be a list of dicts."""
+    from recurrentlab.config import call_file_function, import_file
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file '{path}' does not exist")
-    spec = importlib.util.spec_from_file_location(f"recurrentlab_sweep_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = import_file(path, "sweep file")
     if not hasattr(module, "get_sweep"):
         raise ConfigError(f"'{path}' defines no get_sweep(arg=None); a sweep file defines "
                           f"get_config and get_sweep")
-    runs = module.get_sweep(arg) if arg is not None else module.get_sweep()
+    runs = call_file_function(module, "get_sweep", path, arg, what="sweep")
     if not isinstance(runs, (list, tuple)) or not runs:
         raise ConfigError(f"get_sweep() in '{path}' returned {type(runs).__name__}; "
                           f"it must return a non-empty list of override dicts")

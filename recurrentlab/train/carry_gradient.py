@@ -171,7 +171,8 @@ def check_carry_gradient(config: ml_collections.ConfigDict, model: SequenceModel
             f"train.carry_gradient='{mode}' needs an influence of {needed / MIB:,.0f} MiB"
             f"{detail}, over train.influence_budget_mb={t.get('influence_budget_mb', 1024)}; "
             f"raise the budget, use fewer streams or a smaller model"
-            + (", or carry_gradient=snap1" if mode == "rtrl" else ""))
+            + (", or carry_gradient=snap1"
+               if mode == "rtrl" and "snap1" in type(model).carry_gradient_modes else ""))
 
 
 # ----------------------------------------------------------------------------- the influence

@@ -33,7 +33,7 @@ from recurrentlab.config import (
     validate,
 )
 from recurrentlab.data import build_dataset
-from recurrentlab.errors import NonFiniteError, WorkdirError
+from recurrentlab.errors import ConfigError, NonFiniteError, WorkdirError
 from recurrentlab.models import build_model, reset_carry
 from recurrentlab.models.layers import count_leaves
 from recurrentlab.train.carry_gradient import (
@@ -231,14 +231,24 @@ def init_train_state(model: nnx.Module, config: ml_collections.ConfigDict,
     return graphdef, state, rest, fresh_carry
 
 
+# The config sections a trained run may change when it is evaluated or sampled (load_trained).
+EVALUATION_SECTIONS = ("data", "eval")
+
+
 def load_trained(workdir: str | Path, *, step: int | None = None,
                  overrides: list[str] | None = None):
     """``(config, dataset, model)`` of a run workdir with the parameters of its checkpoint.
 
     ``overrides`` (``--config.a.b=v`` strings) may change evaluation fields (data, eval).
     """
-    from recurrentlab.config import apply_overrides, from_json
+    from recurrentlab.config import apply_overrides, from_json, parse_overrides
 
+    for key, value in parse_overrides(overrides or []):
+        if key.split(".")[0] not in EVALUATION_SECTIONS:
+            raise ConfigError(f"--config.{key}={value} would change the trained run, whose "
+                              f"checkpoint holds what it trained; a trained run takes only "
+                              f"evaluation overrides (--config.data.*, --config.eval.*, e.g. "
+                              f"--config.eval.model_overrides.<field>)")
     workdir = Path(workdir)
     if not (workdir / "config.json").exists():
         raise WorkdirError(f"{workdir} holds no run (no config.json); train one with "
