@@ -19,8 +19,9 @@ The controller is TensorFlow's ``BasicLSTMCell``, :func:`recurrentlab.models.cel
 The memory math lives in :mod:`recurrentlab.ops.ntm_memory` (``memory_step``, with a Pallas
 kernel behind ``impl``); :func:`ntm_step` is the pure cell step, driven by ``jax.lax.scan``.
 The step is rematerialised in the backward pass (:func:`_scan_vjp`, a ``custom_vjp`` over the
-scan): only the carry is kept per step, and the step's [b, n, m]-sized intermediates are
-recomputed, which on CPU is about twice as fast at batch 32 as stacking them for every step;
+scan): per step the carry and the intermediates smaller than one sequence's memory are kept,
+and the rest, among them the step's [b, n, m]-sized intermediates, is recomputed, which on CPU
+is about twice as fast at batch 32 as stacking them for every step;
 the weight gradients are formed after the reverse loop, one matmul per layer over all steps,
 instead of an outer product accumulated in every step (same sums, another order). Inside the scan
 the memory is kept transposed, ``M^T`` [b, m, n] (transposed once per segment at the scan's
@@ -250,72 +251,90 @@ def ntm_step(
 def _scan_vjp(
     cfg: tuple, weights: NTMWeights, carry: NTMState, features: Float[Array, "s b i"]
 ) -> tuple[NTMState, Float[Array, "s b o"]]:
-    """``lax.scan`` of :func:`ntm_step` over a segment with a hand-scheduled backward pass.
+    """``lax.scan`` of :func:`ntm_step` over a segment with a scheduled backward pass.
 
-    Same values and gradients as autodiff of a rematerialised scan, with the weight gradients
-    taken out of the time loop: the forward keeps each step's incoming carry (as
-    ``jax.checkpoint`` does); the backward runs the steps in reverse, each a ``jax.vjp`` of the
-    recomputed step with the weights held constant, and collects the cotangents of the three
-    pre-activations (the step's ``taps``). The weight gradients are then one matmul per layer
-    over all steps, ``dW = sum_t z_t^T dz_t`` and ``db = sum_t dz_t``, with the layer inputs
-    ``z_t`` ([x_t, r_{t-1}, h_{t-1}], h_t and [h_t, r_t]) read off the kept carries, instead of
-    a [.., 4d]-sized outer product accumulated in every step (same sums, another order).
+    Same values and gradients as autodiff of the plain scan (up to float32 summation order):
+
+    * rematerialisation by size: a step's carry is kept, and of its intermediates those with
+      fewer elements than one sequence's memory (n m) (:func:`_smaller_than`, a
+      ``jax.checkpoint`` policy); the rest is recomputed in the backward pass. At batch 1 that
+      keeps everything but the [1, m, n] memories; at batch 32 little beyond the per-head
+      scalars and [b, h, m] vectors: keeping every [b, h, n] weighting and gate there was
+      about 2x slower on CPU than recomputing them (the stacked buffers cost more than the
+      recomputation);
+    * weight gradients out of the time loop: inside the scan the weights are constants and
+      zero ``taps`` are added to the three pre-activations; their cotangents ``dz_t`` come out
+      of the reverse scan, and ``dW = sum_t z_t^T dz_t``, ``db = sum_t dz_t`` are one matmul per
+      layer over all steps (``z_t``: [x_t, r_{t-1}, h_{t-1}], h_t and [h_t, r_t]) instead of a
+      weight-sized outer product accumulated in every step.
+
     ``cfg``: :func:`ntm_step`'s keyword arguments as sorted ``(name, value)`` pairs. Reverse
     mode only, as a ``custom_vjp`` (``grad``, ``vjp`` and ``vmap`` of them work; ``jvp`` does
     not).
     """
+    return _scan_taps(cfg, weights, carry, features, _zero_taps(weights, features))[:2]
+
+
+def _zero_taps(weights: NTMWeights, features: jax.Array) -> tuple[jax.Array, ...]:
+    s, b = features.shape[:2]
+    return tuple(jnp.zeros((s, b, bias.shape[0]), features.dtype)
+                 for bias in (weights.lstm_bias, weights.head_bias, weights.out_bias))
+
+
+def _smaller_than(size: int):
+    """``jax.checkpoint`` policy: keep the outputs of an op when each has fewer than ``size``
+    elements (unknown output shapes: recompute)."""
+
+    def policy(prim, *avals, **params):
+        try:
+            out = prim.abstract_eval(*avals, **params)[0]
+        except Exception:  # noqa: BLE001 -- any primitive without a plain abstract_eval
+            return False
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        return all(getattr(o, "size", size) < size for o in outs)
+
+    return policy
+
+
+def _scan_taps(cfg, weights, carry, features, taps):
+    """The scan with taps; also returns every step's h_t and r_t (the weight-gradient inputs)."""
     step = functools.partial(ntm_step, **dict(cfg))
 
-    def body(state, x):
-        state, out, _ = step(weights, state, x)
-        return state, out
+    def body(state, inputs):
+        x, t = inputs[0], inputs[1:]
+        state, out, _ = step(weights, state, x, taps=t)
+        return state, (out, state.controller.h, state.reads)
 
-    return jax.lax.scan(body, carry, features)
+    policy = _smaller_than(math.prod(carry.memory.shape[1:]))
+    final, (outs, hs, rs) = jax.lax.scan(
+        jax.checkpoint(body, policy=policy), carry, (features, *taps))
+    return final, outs, hs, rs
 
 
 def _scan_vjp_fwd(cfg, weights, carry, features):
-    step = functools.partial(ntm_step, **dict(cfg))
-
-    def body(state, x):
-        new_state, out, _ = step(weights, state, x)
-        return new_state, (out, state)
-
-    final, (outs, states) = jax.lax.scan(body, carry, features)
-    return (final, outs), (weights, states, features, final)
+    (final, outs, hs, rs), pullback = jax.vjp(
+        functools.partial(_scan_taps, cfg, weights), carry, features,
+        _zero_taps(weights, features))
+    return (final, outs), (pullback, carry.controller.h, carry.reads, hs, rs, features)
 
 
 def _scan_vjp_bwd(cfg, res, cts):
-    weights, states, features, final = res
+    pullback, h0, r0, hs, rs, features = res
     d_final, d_outs = cts
-    step = functools.partial(ntm_step, **dict(cfg))
-    b = features.shape[1]
-    taps = (jnp.zeros((b, weights.lstm_bias.shape[0]), features.dtype),
-            jnp.zeros((b, weights.head_bias.shape[0]), features.dtype),
-            jnp.zeros((b, weights.out_bias.shape[0]), features.dtype))
-
-    def back(d_state, inputs):
-        state, x, d_out = inputs
-        _, pullback = jax.vjp(lambda s, x, t: step(weights, s, x, taps=t)[:2], state, x, taps)
-        d_state, d_x, d_taps = pullback((d_state, d_out))
-        return d_state, (d_x, d_taps)
-
-    d_carry, (d_features, (g_c, g_h, g_o)) = jax.lax.scan(
-        back, d_final, (states, features, d_outs), reverse=True)
-    s = features.shape[0]
-    h_before, h_after = states.controller.h, jnp.concatenate(
-        [states.controller.h[1:], final.controller.h[None]])
-    r_before, r_after = (r.reshape(s, b, -1) for r in (
-        states.reads, jnp.concatenate([states.reads[1:], final.reads[None]])))
+    d_carry, d_features, (g_c, g_h, g_o) = pullback(
+        (d_final, d_outs, jnp.zeros_like(hs), jnp.zeros_like(rs)))
+    s, b = features.shape[:2]
+    r_after = rs.reshape(s, b, -1)
+    h_before = jnp.concatenate([h0[None], hs[:-1]])
+    r_before = jnp.concatenate([r0.reshape(1, b, -1), r_after[:-1]])
     z_c = jnp.concatenate([features, r_before, h_before], axis=-1)  # LSTM input [x, r, h]
-    z_o = jnp.concatenate([h_after, r_after], axis=-1)  # output layer input [h, r]
+    z_o = jnp.concatenate([hs, r_after], axis=-1)  # output layer input [h, r]
 
     def outer(z, g):
         return jnp.einsum("sbi,sbj->ij", z, g), jnp.sum(g, axis=(0, 1))
 
-    (dl_k, dl_b), (dh_k, dh_b), (do_k, do_b) = (
-        outer(z_c, g_c), outer(h_after, g_h), outer(z_o, g_o))
+    (dl_k, dl_b), (dh_k, dh_b), (do_k, do_b) = outer(z_c, g_c), outer(hs, g_h), outer(z_o, g_o)
     return NTMWeights(dl_k, dl_b, dh_k, dh_b, do_k, do_b), d_carry, d_features
-
 
 _scan_vjp.defvjp(_scan_vjp_fwd, _scan_vjp_bwd)
 
