@@ -603,3 +603,6 @@ def test_an_episode_longer_than_the_window_says_what_to_set():
                   "data.mode=stream"):
         assert words in message, message
     dataset.check_layout(4, longest - 1)  # the window it names is enough
+    with pytest.raises(DataError, match=r"\(eval.segment_len or train.segment_len\) \* "
+                                        r"train.bptt_segments\) at least"):
+        dataset.check_layout(4, 6, split="valid")  # evaluation windows: the fields they use

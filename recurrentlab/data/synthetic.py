@@ -580,13 +580,14 @@ class SyntheticDataset(Dataset):
                             f"{window_len}")
         longest = self.max_episode_len(split)
         if self.mode == "episodic" and longest > window_len + 1:
+            window = ("train.segment_len * train.bptt_segments" if split == "train" else
+                      "(eval.segment_len or train.segment_len) * train.bptt_segments")
             raise DataError(
                 f"'{self.task.name}' {split} episodes reach {longest} tokens but "
                 f"data.mode=episodic puts one whole episode in each window, and a window of "
                 f"{window_len} steps holds {window_len + 1} tokens (inputs plus the last "
-                f"target); make the window (train.segment_len * train.bptt_segments, or "
-                f"eval.segment_len) at least {longest - 1}, or set data.mode=stream to run "
-                f"episodes back to back across windows")
+                f"target); make the window ({window}) at least {longest - 1}, or set "
+                f"data.mode=stream to run episodes back to back across windows")
 
     # -- windows ----------------------------------------------------------------------------
     def _window(self, split: str, index: int, batch_size: int, window_len: int
