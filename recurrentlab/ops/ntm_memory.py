@@ -42,7 +42,10 @@ NaN traps, all handled here so that values *and* gradients stay finite:
 (``"pallas"`` / ``"interpret"``), chosen by :func:`recurrentlab.ops.dispatch.run` (which also
 falls back to the reference where ``"auto"`` finds the kernel missing or failing to compile).
 The kernel has the same signature minus ``impl`` plus ``interpret: bool`` and must match this
-reference in values and gradients.
+reference in values and gradients. ``memory_step(..., transposed=True)`` takes and returns the
+transposed memory ``M^T`` [b, m, n], the layout the NTM keeps inside its scan; its reference
+is :func:`memory_step_transposed` (which :func:`memory_step_reference` wraps in two
+transposes), and the kernel is called on the transpose.
 """
 
 from __future__ import annotations
