@@ -568,7 +568,7 @@ def test_eval_refuses_a_training_override_before_reading_the_run(capsys, tmp_pat
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("error: --config.model.hidden_dim=32 would change the trained run")
     code, _, err = cli(capsys, "eval", "--workdir", tmp_path / "none",
-                       "--config.eval.max_windows=1")
+                       "--config.eval.max_windows=1", "--config.mesh.data_axis=1")
     assert code == 2 and err[0].endswith("holds no run (no config.json); train one with "
                                          f"'recurrentlab train --config FILE --workdir "
                                          f"{tmp_path / 'none'}'"), err  # the override passed

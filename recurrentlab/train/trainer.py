@@ -55,7 +55,13 @@ from recurrentlab.train.logging import MetricWriter
 from recurrentlab.train.optim import make_optimizer
 from recurrentlab.train.state import TrainState
 from recurrentlab.train.step import window_loss
-from recurrentlab.train.workdir import code_version, prepare_workdir, read_summary, write_summary
+from recurrentlab.train.workdir import (
+    RESUMABLE_FIELDS,
+    code_version,
+    prepare_workdir,
+    read_summary,
+    write_summary,
+)
 
 CACHE_DIR_ENV = "RECURRENTLAB_CACHE_DIR"
 
@@ -239,16 +245,18 @@ def load_trained(workdir: str | Path, *, step: int | None = None,
                  overrides: list[str] | None = None):
     """``(config, dataset, model)`` of a run workdir with the parameters of its checkpoint.
 
-    ``overrides`` (``--config.a.b=v`` strings) may change evaluation fields (data, eval).
+    ``overrides`` (``--config.a.b=v`` strings) may change evaluation fields (data, eval) and
+    the layout (``RESUMABLE_FIELDS``: mesh.*); any other is refused before the run is read.
     """
     from recurrentlab.config import apply_overrides, from_json, parse_overrides
 
     for key, value in parse_overrides(overrides or []):
-        if key.split(".")[0] not in EVALUATION_SECTIONS:
+        # where the run is laid out (mesh.*, the progress bar) may change too, as on resuming
+        if key.split(".")[0] not in EVALUATION_SECTIONS and key not in RESUMABLE_FIELDS:
             raise ConfigError(f"--config.{key}={value} would change the trained run, whose "
                               f"checkpoint holds what it trained; a trained run takes only "
                               f"evaluation overrides (--config.data.*, --config.eval.*, e.g. "
-                              f"--config.eval.model_overrides.<field>)")
+                              f"--config.eval.model_overrides.<field>) and the mesh layout")
     workdir = Path(workdir)
     if not (workdir / "config.json").exists():
         raise WorkdirError(f"{workdir} holds no run (no config.json); train one with "
