@@ -140,6 +140,21 @@ def _attention_impls(b, h, t, lk, spec: MaskSpec, kernel: str | None):
     return impls
 
 
+def _timed_rows(op, shape, impls, args, errs, repeats) -> list:
+    """Rows timing every implementation in ``impls`` on ``args``, forward and fwd+bwd; one
+    that fails (e.g. cuDNN rejecting a head width) is reported as n/a and the rest go on."""
+    rows = []
+    for pass_name, wrap in (("fwd", lambda f: f), ("fwd+bwd", _fwd_bwd)):
+        times = {}
+        for name, fn in impls.items():
+            try:
+                times[name] = _time(wrap(fn), *args, repeats=repeats)
+            except Exception as err:
+                times[name] = f"n/a ({type(err).__name__})"
+        rows += _rows(op, shape, pass_name, times, errs)
+    return rows
+
+
 def _checks(kernel_fn, reference_fn, args, check: bool, name: str) -> dict:
     if not check:
         return {}
@@ -159,14 +174,7 @@ def bench_attention(shapes, dtype, repeats, kernel, check=False):
         shape = f"b{b} h{h} t{t} l{lk} d{d}"
         impls = _attention_impls(b, h, t, lk, MaskSpec(), kernel)
         errs = _checks(impls.get(kernel), impls["xla"], (q, k, v), check and bool(kernel), kernel)
-        for pass_name, wrap in (("fwd", lambda f: f), ("fwd+bwd", _fwd_bwd)):
-            times = {}
-            for name, fn in impls.items():
-                try:
-                    times[name] = _time(wrap(fn), q, k, v, repeats=repeats)
-                except Exception as err:  # e.g. cuDNN rejecting a head width; keep going
-                    times[name] = f"n/a ({type(err).__name__})"
-            rows += _rows("attention", shape, pass_name, times, errs)
+        rows += _timed_rows("attention", shape, impls, (q, k, v), errs, repeats)
         if check and kernel:  # probability dropout: the kernel against the same hash mask
             seed = jnp.uint32(1234)
             ref = functools.partial(attention_reference, dropout=0.1, seed=seed)
@@ -210,14 +218,8 @@ def bench_relative(shapes, dtype, repeats, kernel, check=False):
         if kernel:
             impls[kernel] = impl_fn(kernel)
         errs = _checks(impls.get(kernel), impls["xla"], args, check and bool(kernel), kernel)
-        for pass_name, wrap in (("fwd", lambda f: f), ("fwd+bwd", _fwd_bwd)):
-            times = {}
-            for name, fn in impls.items():
-                try:
-                    times[name] = _time(wrap(fn), *args, repeats=repeats)
-                except Exception as err:
-                    times[name] = f"n/a ({type(err).__name__})"
-            rows += _rows("xl_attention", f"b{b} h{h} t{t} l{lk} d{d}", pass_name, times, errs)
+        rows += _timed_rows("xl_attention", f"b{b} h{h} t{t} l{lk} d{d}", impls, args, errs,
+                            repeats)
     return rows
 
 
@@ -271,14 +273,8 @@ def bench_ntm(shapes, steps, dtype, repeats, kernel, check=False):
     for batch, n, m in shapes:
         args = _ntm_inputs(batch, n, m, steps, dtype)
         errs = _checks(impls.get(kernel), impls["xla"], args, check and bool(kernel), kernel)
-        for pass_name, wrap in (("fwd", lambda f: f), ("fwd+bwd", _fwd_bwd)):
-            times = {}
-            for name, fn in impls.items():
-                try:
-                    times[name] = _time(wrap(fn), *args, repeats=repeats)
-                except Exception as err:
-                    times[name] = f"n/a ({type(err).__name__})"
-            rows += _rows("ntm", f"B{batch} N{n} M{m} x{steps} steps", pass_name, times, errs)
+        rows += _timed_rows("ntm", f"B{batch} N{n} M{m} x{steps} steps", impls, args, errs,
+                            repeats)
     return rows
 
 
