@@ -77,7 +77,8 @@ VARIANTS = {  # name -> (model, overrides of its tiny config)
 # Weight matrices and embeddings scaled x10 (std ~0.2, a trained model's size rather than the
 # 0.02 init; LayerNorms, biases and the initial memory as built), so that what a row attends
 # to moves the logits far above the tolerance (see the module doc).
-LOUD = {name for name, (model, _) in VARIANTS.items() if model == "rmt"}
+LOUD = {name for name, (model, _) in VARIANTS.items()
+        if model in ("rmt", "transformer", "transformer_xl")}
 
 
 def louder(path, p):
