@@ -23,6 +23,7 @@ from pathlib import Path
 
 from recurrentlab.data.base import SPLITS
 from recurrentlab.errors import ArgumentError, RecurrentLabError
+from recurrentlab.hostmem import reuse_freed_host_memory
 
 
 class _Parser(argparse.ArgumentParser):
@@ -248,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     if overrides and not getattr(args, "overrides", True):
         parser.error(f"'{args.command}' takes no --config.* overrides (got {overrides[0]})")
+    reuse_freed_host_memory()  # before JAX's first computation (recurrentlab.hostmem)
     try:
         if getattr(args, "workdir", None) is not None:
             check_workdir_path(args.workdir)

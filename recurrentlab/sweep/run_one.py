@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from recurrentlab.errors import RecurrentLabError
+from recurrentlab.hostmem import reuse_freed_host_memory
 from recurrentlab.sweep.spec import RunSpec
 
 
@@ -58,6 +59,7 @@ def train_run(run: RunSpec) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m recurrentlab.sweep.run_one RUN_JSON``; the exit status of the run."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    reuse_freed_host_memory()  # before JAX's first computation (recurrentlab.hostmem)
     try:
         if len(argv) != 1:
             raise RecurrentLabError(f"usage: python -m recurrentlab.sweep.run_one RUN_JSON "

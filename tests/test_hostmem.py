@@ -1,0 +1,62 @@
+"""recurrentlab.hostmem: a step's large temporary block is reused, not faulted in again.
+
+Each case runs in a fresh interpreter (the settings must precede JAX's first computation, and
+they are process-wide). The program's 64 MiB intermediate (a [4096, 4096] float32 matmul result)
+is above glibc's largest mmap threshold, so without the settings every call maps it anew and
+faults in each of its 16,384 pages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+PROGRAM = """
+import json, resource, sys
+from recurrentlab.hostmem import reuse_freed_host_memory
+set_ = reuse_freed_host_memory()
+import jax, jax.numpy as jnp
+f = jax.jit(lambda x: jnp.sum(jnp.tanh(x @ x.T)) + jnp.max(x @ x.T))
+x = jnp.ones((4096, 64), jnp.float32) / 64
+late = reuse_freed_host_memory()
+for _ in range(4):
+    f(x).block_until_ready()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    f(x).block_until_ready()
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3
+print(json.dumps({"set": set_, "late": late, "faults": faults,
+                  "async": jax.config.values["jax_cpu_enable_async_dispatch"]}))
+"""
+
+glibc = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                           reason="mallopt is glibc's")
+
+
+def _run(mode: str) -> dict:
+    env = dict(os.environ, RECURRENTLAB_HOST_MEMORY=mode, JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-c", PROGRAM], env=env, capture_output=True,
+                         text=True, timeout=300, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@glibc
+def test_the_block_is_reused_not_faulted_in_again():
+    on = _run("reuse")
+    assert on["set"] == {"sync_dispatch": True, "heap_blocks": True}
+    assert on["async"] is False
+    assert on["faults"] < 1000, on  # 16,384 pages per call without the settings
+    assert on["late"] == {"sync_dispatch": False, "heap_blocks": False}  # backend existed
+
+
+@glibc
+def test_default_leaves_the_process_as_started():
+    off = _run("default")
+    assert off["set"] == {"sync_dispatch": False, "heap_blocks": False}
+    assert off["async"] is True
+    assert off["faults"] > 8000, off  # the control: the block is mapped and faulted anew
