@@ -45,9 +45,15 @@ def bench_config(kind: str = "throughput") -> ml_collections.ConfigDict:
     return c
 
 
-def entry(model: ml_collections.ConfigDict, **train: Any) -> ml_collections.ConfigDict:
-    """One row: ``model`` and a full train section with ``train`` overrides set."""
+def entry(model: ml_collections.ConfigDict, *, steps_per_repeat: int = 0,
+          **train: Any) -> ml_collections.ConfigDict:
+    """One row: ``model`` and a full train section with ``train`` overrides set.
+
+    ``steps_per_repeat``: consecutive train steps per timed repeat for this row (0: the
+    config's ``steps_per_repeat``); a step of a few milliseconds needs several, or the first
+    step after a peer's, slowed by the caches the peer left cold, dominates the repeat."""
     t = base_config().train
     t.update(train)
     t.progress_bar = False
-    return ml_collections.ConfigDict({"model": model, "train": t})
+    return ml_collections.ConfigDict({"model": model, "train": t,
+                                      "steps_per_repeat": steps_per_repeat})

@@ -29,11 +29,21 @@ def _environment(env: dict[str, Any]) -> list[str]:
         f"Backend {env['backend']} ({env['device']}), jax {env['jax']}, flax {env['flax']}, "
         f"torch {env['torch']}, {env['cpus_available']} CPUs available, "
         f"torch threads {env['torch_threads']}, XLA_FLAGS='{env['xla_flags']}', "
-        f"{env['date_utc']} UTC, code {env.get('code_version', '?')}.",
+        f"CPU dispatch {'async' if env.get('cpu_async_dispatch', True) else 'sync'} "
+        f"(recurrentlab.hostmem), {env['date_utc']} UTC, code {env.get('code_version', '?')}.",
         "",
         "Wall-clock numbers on a machine that may be running other work are noisy; compare the "
         "ratios measured within one run, not absolute numbers across runs.",
     ]
+
+
+def _steps(rows: list[dict[str, Any]], result: dict[str, Any]) -> str:
+    """Steps per repeat: the config's, or per row where entries set their own."""
+    steps = {r["label"]: r.get("steps_per_repeat", result["config"]["steps_per_repeat"])
+             for r in rows}
+    if len(set(steps.values())) <= 1:
+        return str(next(iter(steps.values()), result["config"]["steps_per_repeat"]))
+    return "(" + ", ".join(f"{k} {v}" for k, v in steps.items()) + ")"
 
 
 def _peak_note(rows: list[dict[str, Any]]) -> str:
@@ -72,9 +82,9 @@ def throughput_markdown(result: dict[str, Any]) -> list[str]:
     lines = ["# Training throughput", "", *_table(header, body), ""]
     lines.append(_peak_note(rows))
     lines.append("Tokens/s: the full train step (K-segment scan, gradients, Adam update), median "
-                 f"of {result['config']['repeats']} repeats of "
-                 f"{result['config']['steps_per_repeat']} steps after "
-                 f"{result['config']['warmup']} warmup repeats, each repeat ending in "
+                 f"of {result['config']['repeats']} repeats of {_steps(rows, result)} "
+                 f"consecutive steps after {result['config']['warmup']} warmup repeats, "
+                 "each repeat ending in "
                  "`block_until_ready`; a row's implementation and its peers are timed "
                  "interleaved (one repeat of each per round, rotating the order), so load from "
                  "other processes falls on all of them alike. Compile s: lowering + XLA "

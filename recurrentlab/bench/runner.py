@@ -50,6 +50,7 @@ def environment(config: ml_collections.ConfigDict) -> dict[str, Any]:
         "cpus_available": peers.jax_threads(),
         "torch_threads": torch_threads(config),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "cpu_async_dispatch": bool(jax.config.values.get("jax_cpu_enable_async_dispatch", True)),
         "code_version": code_version(),
     }
     for package in ("flax", "optax", "torch"):
@@ -80,9 +81,9 @@ def _shape(rc: ml_collections.ConfigDict) -> dict[str, int]:
 def throughput(config: ml_collections.ConfigDict, log: Callable[[str], None],
                save: Callable[[dict], None]) -> dict[str, Any]:
     """Per entry: our train step and its peers, compiled first, then timed interleaved."""
-    steps = config.steps_per_repeat
     rows = []
     for label, entry in config.entries.items():
+        steps = entry.get("steps_per_repeat") or config.steps_per_repeat
         rc = _entry_config(config, entry)
         log(f"[bench] {label}: compile the train step {_shape(rc)}")
         ours = measure.PreparedTrain(rc, config.vocab_size, steps_per_repeat=steps)
@@ -102,7 +103,8 @@ def throughput(config: ml_collections.ConfigDict, log: Callable[[str], None],
                                        steps_per_run=steps), **v.info, **v.memory()}
                     for k, v in prepared.items()}
         result = measured.pop("ours")
-        row = {"label": label, "model": entry.model.name, **_shape(rc), **result}
+        row = {"label": label, "model": entry.model.name, **_shape(rc),
+               "steps_per_repeat": steps, **result}
         for m in measured.values():
             m["ratio"] = result["tokens_per_sec"] / m["tokens_per_sec"]
         row["peers"] = {p: measured.get(p) or skipped[p] for p in config.peers}
