@@ -20,24 +20,60 @@ Shapes (issue 19):
   ``conv1d`` per batch row) and ``torch_batched_shift`` (one grouped ``conv1d`` for the batch).
 
 Targets: ``sha_rnn`` >= 1.3, ``ntm_b32`` >= 20, ``ntm_b1`` >= 25 (vs ``torch``).
-Expected runtime: 2-4 minutes on a 2-core CPU.
+Expected runtime: about 1 minute on a 2-core CPU.
 
 On a shared machine run it under ``taskset -c 0`` (one core: XLA sizes its pool to it and
 torch gets one thread). torch's OpenMP threads degrade far more than XLA's pool when other
 processes compete for the cores (the NTM peer ran 7-30x slower with 2 threads on a loaded
 2-core machine than with 1), which makes unpinned ratios on a busy machine meaningless.
 
-Measured (2026-11-30, ``taskset -c 0`` on a 2-core CPU shared with other work, torch 2.13 CPU,
-jax 0.10.2; ours ÷ torch, one run each; the torch side varies most with load, so the SHA-RNN
-ratio moved between 0.76 and 1.34 across runs of the same code):
+Measured on an idle 2-core CPU, ``taskset -c 0``, torch 2.13 CPU, jax 0.10.2, ours ÷ torch,
+2026-11-30. "before" is the code of 62cb1e0 under this file's settings of then (1 warmup, 3
+repeats of 1 step); the rest under today's (3 warmup repeats, then 5 repeats of 2 steps, 10 at
+batch 1), each a separate run of the command:
 
-============ ================ ==================== ====================== ==================
-entry        before (53cb421) after (2e3db57)      after (430c041)        target
-============ ================ ==================== ====================== ==================
-sha_rnn      1.34             0.97, 1.09           --                     >= 1.3
-ntm_b32      5.91             9.63, 14.61          14.73, 13.86           >= 20
-ntm_b1       15.01            17.58, 26.67         29.90, 21.94           >= 25
-============ ================ ==================== ====================== ==================
+============ ============ ======================================= ============ ==========
+entry        before       ``RECURRENTLAB_HOST_MEMORY=default``    after        target
+============ ============ ======================================= ============ ==========
+sha_rnn      0.99         1.23                                    1.42, 1.41   >= 1.3
+ntm_b32      12.74        13.08                                   12.32, 13.25 >= 20
+ntm_b1       19.92        45.16                                   32.67, 32.02 >= 25
+============ ============ ======================================= ============ ==========
+
+Our SHA-RNN step went from 494 to 321-345 ms, the torch peer's from 486 to 456-487 ms (both
+run in this process, so torch gains from the host-memory setting too). What made the
+difference, each measured on our step alone (min of 5 after 3 warmups, one core):
+
+* freed host memory reused (:mod:`recurrentlab.hostmem`): XLA's CPU client allocated the step's
+  324 MiB of temporaries afresh on every call and glibc mapped them anew, 87,051 page faults
+  per step; 508 -> 368 ms (456 -> 326 ms after the next item). The cost is synchronous CPU
+  dispatch: the NTM's 1 ms batch-1 step loses the overlap of one step's dispatch with the
+  previous step's run (1.4 -> 1.9-2.1 ms in the bench), still 32x the peer;
+* the Boom, query and decoder projections as 2-D matmuls (``sha_rnn.linear``): XLA's CPU
+  backend ran the weight gradient of a 3-D ``nnx.Linear`` as a transposed copy and a slow
+  contraction, 13-14 ms against ~5 ms each; 508 -> 456 ms.
+
+The rest of the SHA-RNN step (326 ms): ~200 ms of matrix products (44 GFLOP at ~240 GFLOP/s;
+torch's MKL runs the same products at ~100 GFLOP/s here), ~40 ms of dropout masks (the counter
+hash, recomputed in the backward pass), the LSTM's per-step gate arithmetic.
+
+The NTM at batch 32 is not at its target. Its step (~22 ms) is ~0.55 ms per sequence of
+41 steps against ~9 ms for the peer; the time is spread over ~30 small fusions per time step
+forward, rematerialised and backward (the largest, the [b, n, m] memory cotangent, 45 us per
+step). Tried this session and dropped: keeping every intermediate below the heads' weightings
+(b h m) instead of below one memory (n m) for the backward pass, 21.7 -> 19.7-20.6 ms with
+host memory reused but 23 -> 36 ms without (more stacked buffers), not worth the risk for 8%;
+keeping everything: 24.5 ms.
+
+Earlier history of this bench (one run each, on a CPU shared with other work):
+
+============ ================ ==================== ======================
+entry        before (53cb421) after (2e3db57)      after (430c041)
+============ ================ ==================== ======================
+sha_rnn      1.34             0.97, 1.09           --
+ntm_b32      5.91             9.63, 14.61          14.73, 13.86
+ntm_b1       15.01            17.58, 26.67         29.90, 21.94
+============ ================ ==================== ======================
 
 430c041 (NTM memory kept as M^T inside the scan, weight gradients after the time loop, the
 backward keeping the intermediates smaller than one sequence's memory) was measured in one
