@@ -17,9 +17,9 @@ are gone (one core, measured with ``resource.getrusage`` around the bench's comp
 
 What it costs: the process keeps its high-water mark of host memory (as a caching allocator
 does), and CPU calls are synchronous, so the dispatch of one step no longer overlaps the run of
-the one before: the NTM's 1 ms batch-1 step in the same bench takes 1.9-2.1 ms instead of 1.4. Only glibc (Linux) has ``mallopt``; elsewhere only
-the dispatch setting applies. Accelerator backends are untouched: the dispatch flag concerns the
-CPU client only.
+the one before: the NTM's 1 ms batch-1 step in the same bench takes 1.9-2.1 ms instead of 1.4.
+Only glibc (Linux) has ``mallopt``; elsewhere only the dispatch setting applies. Accelerator
+backends are untouched: the dispatch flag concerns the CPU client only.
 
 The ``recurrentlab`` command and sweep runs call it first thing;
 ``RECURRENTLAB_HOST_MEMORY=default`` leaves the process as started. In your own program call it
