@@ -6,10 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from recurrentlab.data import bit_errors, episodes_exact_match
 from recurrentlab.train.evaluate import EpisodeTally, EvalSettings, Evaluator, metric_names
-from recurrentlab.train.step import token_nll
+from recurrentlab.train.step import first_argmax, token_nll
 from recurrentlab.train.trainer import build_run
 
 
@@ -139,3 +142,15 @@ def test_a_split_with_no_scored_target_reports_nan_not_zero(tiny_config, tmp_pat
     assert train and all("scored_tokens" in r for r in train)
     assert all(("accuracy" in r) == (r["scored_tokens"] > 0) for r in train)
     assert any(r["scored_tokens"] == 0 for r in train)  # the case this is about
+
+
+_first_argmax = jax.jit(first_argmax)
+_jnp_argmax = jax.jit(lambda x: jnp.argmax(x, axis=-1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(hnp.arrays(np.float32, (4, 7), elements=st.sampled_from(
+    [-np.inf, -1.0, 0.0, 0.5, 1.0, np.inf, np.nan])))
+def test_first_argmax_is_argmax_with_ties_infinities_and_nans(x):
+    np.testing.assert_array_equal(_first_argmax(x), np.argmax(x, axis=-1))
+    np.testing.assert_array_equal(_first_argmax(x), _jnp_argmax(x))

@@ -43,7 +43,20 @@ def token_nll(
     logits = logits.astype(jnp.float32)
     logz = jax.nn.logsumexp(logits, axis=-1)
     target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
-    return logz - target_logit, jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    return logz - target_logit, first_argmax(logits)
+
+
+def first_argmax(x: Float[Array, "... v"]) -> Int[Array, "..."]:
+    """``jnp.argmax(x, axis=-1)`` (int32): the first index of the maximum, or of the first NaN.
+
+    Computed as two plain reductions, ``max`` then ``min`` over the indices that hold it, which
+    XLA's CPU backend vectorises; its (value, index) reduction for ``argmax`` is ~8x slower
+    (1.5 against 0.19 ms for the NTM copy step's [32, 41, 256] logits).
+    """
+    top = jnp.max(x, axis=-1, keepdims=True)
+    index = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    hit = (x == top) | jnp.isnan(x)  # a NaN makes top NaN; argmax returns the first NaN
+    return jnp.min(jnp.where(hit, index, x.shape[-1]), axis=-1)
 
 
 def _segment_keys(key: jax.Array | None, num_segments: int):
