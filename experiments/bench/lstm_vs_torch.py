@@ -38,6 +38,15 @@ take oneDNN's RNN primitive through an XLA custom call (the torch algorithm in j
 or bfloat16 matmuls (``model.dtype="bfloat16"``, ~1.6x faster products here, not the same
 computation). Read the ratios from the table of your run; absolute tokens/s depend on the
 machine.
+
+Measured again on an idle 2-core CPU under ``taskset -c 0`` (2026-11-30, after
+``recurrentlab.hostmem`` and ``train.step.first_argmax``): 0.89 of torch, 0.90 of
+``matmul_floor`` (target 0.95). Our step is 513 ms; its matrix products take ~445 ms (the floor
+runs them in 450 ms), the rest is the gates' elementwise work inside the two time loops
+(sigmoid as exp and divide, tanh: ~35 ms forward and backward), stacking the per-step outputs
+(~7 ms) and the loss. Tried and dropped (no change beyond noise): the backward's four gate
+derivatives as one [b, 4h] expression, ``scan_unroll`` 2 and 4 (4 is 3% slower), the sigmoid as
+0.5 + 0.5 tanh(x / 2) (2.7% faster, but 8.5e-5 relative error where σ > 1e-3 against 1.2e-7).
 """
 
 from recurrentlab.bench import bench_config, entry
