@@ -15,6 +15,7 @@ import pytest
 from recurrentlab.bench import bench_config, entry, measure, peers, run_bench, to_markdown
 from recurrentlab.cli import main
 from recurrentlab.config import load_config_file
+from recurrentlab.errors import ConfigError
 from recurrentlab.models import model_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,3 +211,23 @@ def test_compile_only_measures_the_carry_gradient_modes(mode):
     base, with_mode = rows["none"], rows[mode]
     assert base["influence_bytes"] == 0 < with_mode["influence_bytes"]
     assert with_mode["memory"]["peak"] >= base["memory"]["peak"] + with_mode["influence_bytes"]
+
+
+def test_an_entry_sets_its_own_steps_per_repeat_and_bad_counts_stop_at_the_door(tmp_path):
+    config = bench_config("throughput")
+    config.warmup, config.repeats, config.steps_per_repeat = 0, 1, 1
+    config.generate_tokens, config.peers = 0, ()
+    config.entries.own = entry(_tiny_lstm(), steps_per_repeat=3, batch_size=2, segment_len=4)
+    config.entries.default = entry(_tiny_lstm(), batch_size=2, segment_len=4)
+    result = run_bench(config, tmp_path / "bench", log=lambda line: None)
+    rows = {r["label"]: r for r in result["rows"]}
+    assert rows["own"]["steps_per_repeat"] == 3 and rows["default"]["steps_per_repeat"] == 1
+    for row in rows.values():  # the rate counts every step of the repeat
+        (seconds,) = row["repeat_seconds"]
+        assert row["tokens_per_sec"] == pytest.approx(2 * 4 * row["steps_per_repeat"] / seconds)
+    assert "repeats of (default 1, own 3) consecutive steps" in to_markdown(result)
+
+    config.entries.own.steps_per_repeat = -2
+    with pytest.raises(ConfigError, match="'own': steps_per_repeat must be >= 1"):
+        run_bench(config, tmp_path / "refused", log=lambda line: None)
+    assert not (tmp_path / "refused").exists()

@@ -71,6 +71,12 @@ def _entry_config(config, entry, **train) -> ml_collections.ConfigDict:
     return measure.run_config(entry.model, t, seed=config.seed)
 
 
+def _steps_per_repeat(config: ml_collections.ConfigDict, entry: ml_collections.ConfigDict
+                      ) -> int:
+    """The entry's own steps per timed repeat, or the config's where it sets none (0)."""
+    return int(entry.get("steps_per_repeat") or config.steps_per_repeat)
+
+
 def _shape(rc: ml_collections.ConfigDict) -> dict[str, int]:
     t = rc.train
     return {"batch_size": t.batch_size, "segment_len": t.segment_len,
@@ -83,7 +89,7 @@ def throughput(config: ml_collections.ConfigDict, log: Callable[[str], None],
     """Per entry: our train step and its peers, compiled first, then timed interleaved."""
     rows = []
     for label, entry in config.entries.items():
-        steps = entry.get("steps_per_repeat") or config.steps_per_repeat
+        steps = _steps_per_repeat(config, entry)
         rc = _entry_config(config, entry)
         log(f"[bench] {label}: compile the train step {_shape(rc)}")
         ours = measure.PreparedTrain(rc, config.vocab_size, steps_per_repeat=steps)
@@ -241,6 +247,10 @@ def run_bench(config: ml_collections.ConfigDict, out: str | Path | None = None, 
     unknown = [p for p in config.peers if p not in peers.PEERS]
     if unknown:
         raise ConfigError(f"unknown peer(s) {unknown}; known: {', '.join(peers.PEERS)}")
+    for label, e in config.entries.items():
+        if _steps_per_repeat(config, e) < 1:
+            raise ConfigError(f"bench entry '{label}': steps_per_repeat must be >= 1 (0 in an "
+                              f"entry: the config's), got {_steps_per_repeat(config, e)}")
     result = {"kind": config.kind, "config": config.to_dict(), "environment": environment(config),
               "complete": False}
 
