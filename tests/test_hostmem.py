@@ -60,3 +60,26 @@ def test_default_leaves_the_process_as_started():
     assert off["set"] == {"sync_dispatch": False, "heap_blocks": False}
     assert off["async"] is True
     assert off["faults"] > 8000, off  # the control: the block is mapped and faulted anew
+
+
+def test_synchronous_dispatch_runs_a_collective_over_simulated_devices():
+    """With calls on the calling thread, the 4 devices' parts of one program still meet in
+    their all-reduce (no device waits for another that never runs)."""
+    program = """
+import json
+from recurrentlab.hostmem import reuse_freed_host_memory
+reuse_freed_host_memory()
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+mesh = Mesh(np.array(jax.devices()), ("data",))
+x = jax.device_put(jnp.arange(32.0).reshape(8, 4), NamedSharding(mesh, P("data")))
+total = jax.jit(lambda x: jnp.sum(x * 2.0), out_shardings=NamedSharding(mesh, P()))(x)
+print(json.dumps({"devices": jax.device_count(), "total": float(total),
+                  "async": jax.config.values["jax_cpu_enable_async_dispatch"]}))
+"""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", RECURRENTLAB_HOST_MEMORY="reuse",
+               XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    out = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True,
+                         text=True, timeout=300, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got == {"devices": 4, "total": 2.0 * sum(range(32)), "async": False}
