@@ -252,7 +252,7 @@ class SingleHeadAttention(nnx.Module):
         """One query, at key row ``row`` of ``kv``, over the keys ``kv_start <= j <= row``
         (what :meth:`__call__` gives that query over the whole segment), no dropout."""
         q_gate, k_gate, v_gate = self.gates()
-        q = q_gate * self.q_norm(self.q(h))
+        q = q_gate * self.q_norm(linear(self.q, h))
         later = jnp.arange(kv.shape[1]) > row
         bias = jnp.where(later, -jnp.inf, 0.0)[None, None, None, :]
         out = attention_reference(q[:, None], (k_gate * kv)[:, None], (v_gate * kv)[:, None],
