@@ -16,8 +16,11 @@ are gone (one core, measured with ``resource.getrusage`` around the bench's comp
   the main heap, and freed ones stay in it for the next call instead of going back to the kernel.
 
 What it costs: the process keeps its high-water mark of host memory (as a caching allocator
-does), and CPU calls are synchronous, so the dispatch of one step no longer overlaps the run of
-the one before: the NTM's 1 ms batch-1 step in the same bench takes 1.9-2.1 ms instead of 1.4.
+does), and CPU calls are synchronous, so the dispatch of one call no longer overlaps the run of
+the one before. A loop that dispatches steps back to back without reading them loses that
+overlap (the NTM's 1 ms batch-1 step in the bench: 1.4 -> 1.9-2.1 ms); the trainer reads every
+step's metrics, so it had none to lose (``recurrentlab train`` of ``experiments/ntm/copy.py`` at
+batch 1, 600 steps: 21,092-23,721 -> 23,954-25,266 tokens/s, the same losses).
 Only glibc (Linux) has ``mallopt``; elsewhere only the dispatch setting applies. Accelerator
 backends are untouched: the dispatch flag concerns the CPU client only.
 

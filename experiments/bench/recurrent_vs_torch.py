@@ -47,8 +47,9 @@ difference, each measured on our step alone (min of 5 after 3 warmups, one core)
 * freed host memory reused (:mod:`recurrentlab.hostmem`): XLA's CPU client allocated the step's
   324 MiB of temporaries afresh on every call and glibc mapped them anew, 87,051 page faults
   per step; 508 -> 368 ms (456 -> 326 ms after the next item). The cost is synchronous CPU
-  dispatch: the NTM's 1 ms batch-1 step loses the overlap of one step's dispatch with the
-  previous step's run (1.4 -> 1.9-2.1 ms in the bench), still 32x the peer;
+  dispatch: here the NTM's 1 ms batch-1 step loses the overlap of one step's dispatch with the
+  previous step's run (1.4 -> 1.9-2.1 ms), still 32x the peer; a training run, which reads every
+  step's metrics, has no such overlap and runs as fast or faster (``recurrentlab.hostmem``);
 * the Boom, query and decoder projections as 2-D matmuls (``sha_rnn.linear``): XLA's CPU
   backend ran the weight gradient of a 3-D ``nnx.Linear`` as a transposed copy and a slow
   contraction, 13-14 ms against ~5 ms each; 508 -> 456 ms.
