@@ -1,8 +1,10 @@
 """Bench configs: the fields every ``experiments/bench/*.py`` starts from.
 
 A bench config is a ConfigDict with ``kind`` (which benchmark) and ``entries``: one
-ConfigDict per measured row, ``{"model": model_config(...), "train": {...}}``, where ``train``
-is a full ``base_config().train`` (so ``--config.entries.lstm.train.remat=True`` works).
+ConfigDict per measured row, ``{"model": model_config(...), "train": {...},
+"steps_per_repeat": n}``, where ``train`` is a full ``base_config().train`` (so
+``--config.entries.lstm.train.remat=True`` works) and ``n`` (0: the config's) the row's
+consecutive train steps per timed repeat.
 """
 
 from __future__ import annotations
