@@ -35,8 +35,6 @@ from __future__ import annotations
 import ctypes
 import os
 
-import jax
-
 HOST_MEMORY_ENV = "RECURRENTLAB_HOST_MEMORY"
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 M_MMAP_MAX = -4
@@ -60,6 +58,7 @@ def reuse_freed_host_memory() -> dict[str, bool]:
     the dispatch setting, without which the heap settings do not reach the step's block).
     Raises nothing: a setting that cannot be made is reported as False.
     """
+    import jax  # here, not at module import: ``recurrentlab --help`` should not load JAX
     from jax._src import xla_bridge
 
     off = {"sync_dispatch": False, "heap_blocks": False}

@@ -83,3 +83,12 @@ print(json.dumps({"devices": jax.device_count(), "total": float(total),
                          text=True, timeout=300, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"devices": 4, "total": 2.0 * sum(range(32)), "async": False}
+
+
+def test_importing_the_cli_does_not_load_jax():
+    """``recurrentlab --help`` and argument errors stay instant: JAX loads only when the
+    settings are made, after the arguments are parsed."""
+    out = subprocess.run([sys.executable, "-c", "import sys, recurrentlab.cli; "
+                          "print('jax' in sys.modules)"], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "False"
