@@ -249,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     if overrides and not getattr(args, "overrides", True):
         parser.error(f"'{args.command}' takes no --config.* overrides (got {overrides[0]})")
-    reuse_freed_host_memory()  # before JAX's first computation (recurrentlab.hostmem)
     try:
+        reuse_freed_host_memory()  # before JAX's first computation (recurrentlab.hostmem)
         if getattr(args, "workdir", None) is not None:
             check_workdir_path(args.workdir)
         return args.run(args, overrides)

@@ -35,7 +35,10 @@ from __future__ import annotations
 import ctypes
 import os
 
+from recurrentlab.errors import ConfigError
+
 HOST_MEMORY_ENV = "RECURRENTLAB_HOST_MEMORY"
+MODES = ("", "reuse", "default")  # "" (unset) = reuse
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 M_MMAP_MAX = -4
 INT_MAX = 2**31 - 1
@@ -56,13 +59,18 @@ def reuse_freed_host_memory() -> dict[str, bool]:
     calling thread, and whether glibc now keeps large blocks in its heap. Both are False when
     ``$RECURRENTLAB_HOST_MEMORY`` is ``default`` or JAX's backends already exist (too late for
     the dispatch setting, without which the heap settings do not reach the step's block).
-    Raises nothing: a setting that cannot be made is reported as False.
+    A setting that cannot be made is reported as False. Raises ``ConfigError`` when
+    ``$RECURRENTLAB_HOST_MEMORY`` is neither ``reuse``, ``default`` nor unset.
     """
     import jax  # here, not at module import: ``recurrentlab --help`` should not load JAX
     from jax._src import xla_bridge
 
     off = {"sync_dispatch": False, "heap_blocks": False}
-    if os.environ.get(HOST_MEMORY_ENV, "").strip().lower() == "default":
+    mode = os.environ.get(HOST_MEMORY_ENV, "").strip().lower()
+    if mode not in MODES:
+        raise ConfigError(f"{HOST_MEMORY_ENV}='{mode}' is not a mode; use reuse (the "
+                          "default) or default (leave the process as started)")
+    if mode == "default":
         return off
     if xla_bridge.backends_are_initialized():
         return off

@@ -92,3 +92,17 @@ def test_importing_the_cli_does_not_load_jax():
                           "print('jax' in sys.modules)"], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_an_unknown_mode_stops_at_the_door(tmp_path):
+    env = dict(os.environ, RECURRENTLAB_HOST_MEMORY="defualt")
+    workdir = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "recurrentlab.cli", "train", "--config",
+                          "experiments/tiny/lstm.py", "--workdir", str(workdir)], env=env,
+                         capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: RECURRENTLAB_HOST_MEMORY='defualt' is not a mode; use reuse (the default) or "
+        "default (leave the process as started)"]
+    assert not workdir.exists()

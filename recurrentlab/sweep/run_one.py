@@ -59,8 +59,8 @@ def train_run(run: RunSpec) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """``python -m recurrentlab.sweep.run_one RUN_JSON``; the exit status of the run."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    reuse_freed_host_memory()  # before JAX's first computation (recurrentlab.hostmem)
     try:
+        reuse_freed_host_memory()  # before JAX's first computation (recurrentlab.hostmem)
         if len(argv) != 1:
             raise RecurrentLabError(f"usage: python -m recurrentlab.sweep.run_one RUN_JSON "
                                     f"(got {len(argv)} arguments)")
