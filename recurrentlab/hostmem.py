@@ -15,7 +15,10 @@ are gone (one core, measured with ``resource.getrusage`` around the bench's comp
 * ``mallopt(M_MMAP_MAX, 0)`` and ``mallopt(M_TRIM_THRESHOLD, INT_MAX)``: large blocks come from
   the main heap, and freed ones stay in it for the next call instead of going back to the kernel.
 
-What it costs: the process keeps its high-water mark of host memory (as a caching allocator
+Most calls then fault in nothing (the SHA-RNN bench step: 0 per step after 4-6 steps); now
+and then, more often on a loaded machine, a block does not fit the freed space (glibc's
+aligned allocation asks for a little more than the block it freed) and the heap grows by a fresh
+one. What it costs: the process keeps its high-water mark of host memory (as a caching allocator
 does), and CPU calls are synchronous, so the dispatch of one call no longer overlaps the run of
 the one before. A loop that dispatches steps back to back without reading them loses that
 overlap (the NTM's 1 ms batch-1 step in the bench: 1.4 -> 1.9-2.1 ms); the trainer reads every

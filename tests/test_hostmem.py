@@ -26,10 +26,12 @@ x = jnp.ones((4096, 64), jnp.float32) / 64
 late = reuse_freed_host_memory()
 for _ in range(4):
     f(x).block_until_ready()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
+per_call = []
+for _ in range(9):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     f(x).block_until_ready()
-faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3
+    per_call.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+faults = sorted(per_call)[4]  # the median call: the heap may still grow now and then
 print(json.dumps({"set": set_, "late": late, "faults": faults,
                   "async": jax.config.values["jax_cpu_enable_async_dispatch"]}))
 """
@@ -50,7 +52,7 @@ def test_the_block_is_reused_not_faulted_in_again():
     on = _run("reuse")
     assert on["set"] == {"sync_dispatch": True, "heap_blocks": True}
     assert on["async"] is False
-    assert on["faults"] < 1000, on  # 16,384 pages per call without the settings
+    assert on["faults"] < 1000, on  # median call; 16,384 pages per call without the settings
     assert on["late"] == {"sync_dispatch": False, "heap_blocks": False}  # backend existed
 
 
