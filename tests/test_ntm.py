@@ -329,13 +329,14 @@ def test_kernel_path_matches_reference_in_the_model():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
-def test_scan_vjp_equals_autodiff_of_the_plain_scan():
-    """The hand-scheduled backward (weight gradients out of the time loop, memory kept as M^T
-    inside the scan) equals autodiff of a plain ``lax.scan`` of ``ntm_step`` on M [b, n, m]:
-    gradients for the weights, every carry leaf and the inputs, with two read and two write
-    heads and cotangents on both the outputs and the final carry."""
+@pytest.mark.parametrize("clip", [20.0, 0.3, 0.0])  # default; most units clipped; no clip
+def test_scan_vjp_equals_autodiff_of_the_plain_scan(clip):
+    """The hand-scheduled backward (the fused step's hand-written VJP, weight gradients out of
+    the time loop, memory kept as M^T inside the scan) equals autodiff of a plain ``lax.scan``
+    of ``ntm_step`` on M [b, n, m]: gradients for the weights, every carry leaf and the inputs,
+    with two read and two write heads and cotangents on both the outputs and the final carry."""
     model = tiny_ntm(input_mode="bits", num_read_heads=2, num_write_heads=2,
-                     memory_init="random")
+                     memory_init="random", clip=clip)
     weights = model._weights()
     carry = model._refill_start(model.init_carry(3))
     features = jax.random.normal(jax.random.key(3), (5, 3, 4 + 2))  # [s, b, bits + markers]

@@ -18,16 +18,19 @@ width, hr/hw read/write heads, r shift radius, d controller units, V vocabulary)
 The controller is TensorFlow's ``BasicLSTMCell``, :func:`recurrentlab.models.cells.basic_lstm_cell`.
 The memory math lives in :mod:`recurrentlab.ops.ntm_memory` (``memory_step``, with a Pallas
 kernel behind ``impl``); :func:`ntm_step` is the pure cell step, driven by ``jax.lax.scan``.
-The step is rematerialised in the backward pass (:func:`_scan_vjp`, a ``custom_vjp`` over the
-scan): per step the carry and the intermediates smaller than one sequence's memory are kept,
-and the rest, among them the step's [b, n, m]-sized intermediates, is recomputed, which on CPU
-is about twice as fast at batch 32 as stacking them for every step;
-the weight gradients are formed after the reverse loop, one matmul per layer over all steps,
-instead of an outer product accumulated in every step (same sums, another order). Inside the scan
-the memory is kept transposed, ``M^T`` [b, m, n] (transposed once per segment at the scan's
-ends; the carry holds M [b, n, m]): with the n slots on the minor axis the weightings, slot
-norms and erase/add products of a step need no transposes and run along the long axis (same
-values).
+The backward pass is scheduled by hand (:func:`_scan_vjp`, a ``custom_vjp`` over the scan).
+With the jnp memory step (CPU, ``impl="xla"``) each time step is :func:`_fused_step`, whose
+backward is written out (the memory's in :func:`recurrentlab.ops.ntm_memory.memory_step_backward`,
+the LSTM's by its equations, the head activations by autodiff inside the backward) and whose
+forward keeps three buffers per step where autodiff kept ~45: at batch 32 on CPU the train step
+went from ~21.5 to ~16 ms. With the Pallas kernel the step is :func:`ntm_step` under autodiff,
+rematerialised by size (the carry and the intermediates smaller than one sequence's memory are
+kept, the rest recomputed). Either way the weight gradients are formed after the reverse loop,
+one matmul per layer over all steps, instead of an outer product accumulated in every step
+(same sums, another order). Inside the scan the memory is kept transposed, ``M^T`` [b, m, n]
+(transposed once per segment at the scan's ends; the carry holds M [b, n, m]): with the n
+slots on the minor axis the weightings, slot norms and erase/add products of a step need no
+transposes and run along the long axis (same values).
 
 Head order: the read heads come first, then the write heads (Collier's ``w_list``). Each head's
 block of ``p_t`` is ``[k (m), beta, g, s (2r+1), gamma]``; after all heads come ``[e (m), a (m)]``
@@ -125,6 +128,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
@@ -132,7 +136,7 @@ from recurrentlab.errors import ConfigError
 from recurrentlab.models.base import SequenceModel, register_model, reset_carry
 from recurrentlab.models.cells import LSTMState
 from recurrentlab.models.cells import basic_lstm_cell as lstm_cell
-from recurrentlab.ops import ntm_memory
+from recurrentlab.ops import dispatch, ntm_memory
 from recurrentlab.ops.dispatch import IMPLS
 from recurrentlab.ops.ntm_memory import ReadHeads, WriteHeads
 
@@ -181,11 +185,12 @@ def head_param_count(num_read: int, num_write: int, width: int, radius: int) -> 
     return (width + 3 + 2 * radius + 1) * (num_read + num_write) + 2 * width * num_write
 
 
-def split_heads(
+def head_activations(
     p: Float[Array, "b p"], num_read: int, num_write: int, width: int, radius: int
-) -> tuple[ReadHeads, WriteHeads]:
-    """Activate the (clipped) head-layer outputs into read and write heads (Collier's layout,
-    shifts ordered -r..r)."""
+) -> tuple[jax.Array, ...]:
+    """Activate the (clipped) head-layer outputs, all heads stacked (read heads first):
+    ``(key [b, h, m], beta [b, h], g [b, h], shift [b, h, 2r+1], gamma [b, h],
+    erase [b, hw, m], add [b, hw, m])`` (Collier's layout, shifts ordered -r..r)."""
     b = p.shape[0]
     heads = num_read + num_write
     per_head = width + 3 + 2 * radius + 1
@@ -196,12 +201,19 @@ def split_heads(
     shift = jax.nn.softmax(blocks[..., width + 2 : width + 3 + 2 * radius], axis=-1)
     gamma = 1.0 + jax.nn.softplus(blocks[..., -1])
     ea = p[:, per_head * heads :].reshape(b, num_write, 2, width)
-    r, w = slice(0, num_read), slice(num_read, heads)
+    return key, beta, gate, shift, gamma, jax.nn.sigmoid(ea[:, :, 0]), jnp.tanh(ea[:, :, 1])
+
+
+def split_heads(
+    p: Float[Array, "b p"], num_read: int, num_write: int, width: int, radius: int
+) -> tuple[ReadHeads, WriteHeads]:
+    """:func:`head_activations` split into read and write heads."""
+    key, beta, gate, shift, gamma, erase, add = head_activations(
+        p, num_read, num_write, width, radius)
+    r, w = slice(0, num_read), slice(num_read, num_read + num_write)
     read_heads = ReadHeads(key[:, r], beta[:, r], gate[:, r], shift[:, r], gamma[:, r])
-    write_heads = WriteHeads(
-        key[:, w], beta[:, w], gate[:, w], shift[:, w], gamma[:, w],
-        erase=jax.nn.sigmoid(ea[:, :, 0]), add=jnp.tanh(ea[:, :, 1]),
-    )
+    write_heads = WriteHeads(key[:, w], beta[:, w], gate[:, w], shift[:, w], gamma[:, w],
+                             erase=erase, add=add)
     return read_heads, write_heads
 
 
@@ -247,6 +259,108 @@ def ntm_step(
     return new_state, out, write_heads
 
 
+class _StepConfig(NamedTuple):
+    num_read: int
+    num_write: int
+    radius: int
+    clip: float
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _fused_step(
+    cfg: _StepConfig, weights: NTMWeights, state: NTMState, x: Float[Array, "b i"],
+    taps: tuple[jax.Array, jax.Array, jax.Array],
+) -> tuple[NTMState, Float[Array, "b o"]]:
+    """:func:`ntm_step` on ``M^T`` (``transposed=True``, jnp memory step) with a hand-written
+    backward pass (:func:`_fused_step_bwd`); same values, same gradients up to float rounding.
+
+    Its forward keeps three buffers per step (the memory ``M_{t-1}^T``, the [b, 7, h, n]
+    weightings and a [b, .] row of everything else), where autodiff of :func:`ntm_step` kept
+    ~45 arrays, each one a buffer written in every step of the scan and read back in the
+    reverse loop.
+    """
+    return _fused_step_fwd(cfg, weights, state, x, taps)[0]
+
+
+def _lstm_gates(z: jax.Array, c_prev: jax.Array) -> tuple[jax.Array, ...]:
+    """:func:`basic_lstm_cell`'s gates from its pre-activations: ``(σ(i), tanh(j), σ(f + 1),
+    σ(o), c, tanh(c))``."""
+    zi, zj, zf, zo = jnp.split(z, 4, axis=-1)
+    si, tj, sf, so = jax.nn.sigmoid(zi), jnp.tanh(zj), jax.nn.sigmoid(zf + 1.0), jax.nn.sigmoid(zo)
+    c = sf * c_prev + si * tj
+    return si, tj, sf, so, c, jnp.tanh(c)
+
+
+def _fused_step_fwd(cfg: _StepConfig, weights, state, x, taps):
+    tap_c, tap_h, tap_o = taps
+    b, hr = x.shape[0], cfg.num_read
+    width = state.reads.shape[-1]
+    ctrl_in = jnp.concatenate([x, state.reads.reshape(b, -1), state.controller.h], axis=-1)
+    z_c = ctrl_in @ weights.lstm_kernel + (weights.lstm_bias + tap_c)  # as basic_lstm_cell
+    *_, so, c, tanh_c = _lstm_gates(z_c, state.controller.c)
+    h = tanh_c * so
+    z_h = h @ weights.head_kernel + weights.head_bias + tap_h
+    heads = head_activations(_clip(z_h, cfg.clip), hr, cfg.num_write, width, cfg.radius)
+    prev_w = jnp.concatenate([state.read_w, state.write_w], axis=1)
+    (memory_t, w, reads), saved = ntm_memory.memory_step_forward(
+        hr, ntm_memory.EPS, state.memory, prev_w, *heads)
+    z_o = (jnp.concatenate([h, reads.reshape(b, -1)], axis=-1) @ weights.out_kernel
+           + weights.out_bias + tap_o)
+    new_state = NTMState(LSTMState(h, c), memory_t, w[:, :hr], w[:, hr:], reads, state.at_start)
+    rows = jnp.concatenate([ctrl_in, state.controller.c, z_c, z_h, z_o], axis=-1)
+    return (new_state, _clip(z_o, cfg.clip)), (weights, saved, rows)
+
+
+def _fused_step_bwd(cfg: _StepConfig, residuals, cotangents):
+    """Reverse of one step: output layer, memory (:func:`ntm_memory.memory_step_backward`),
+    head activations (autodiff of :func:`head_activations` and the clip, recomputed here),
+    controller LSTM::
+
+        dc  = dc' + dh o σ(o) (1 - tanh² c)
+        dz  = [dc tanh(j) σ(i)(1-σ(i)), dc σ(i)(1-tanh² j), dc c_{t-1} σ(f+1)(1-σ(f+1)),
+               dh tanh(c) σ(o)(1-σ(o))]
+        d[x, r_{t-1}, h_{t-1}] = dz W^T,   dc_{t-1} = dc σ(f+1)
+
+    The weights get zero cotangents here: their gradients are formed from the returned
+    pre-activation cotangents (the taps') outside the time loop (:func:`_scan_vjp`)."""
+    weights, saved, rows = residuals
+    d_state, d_out = cotangents
+    hr, hw = cfg.num_read, cfg.num_write
+    b, k_in = rows.shape[0], weights.lstm_kernel.shape[0]
+    d = weights.lstm_kernel.shape[1] // 4
+    width = saved.per_width.shape[-1]
+    sizes = np.cumsum([k_in, d, 4 * d, weights.head_kernel.shape[1]])
+    _, c_prev, z_c, z_h, z_o = jnp.split(rows, sizes, axis=-1)
+    # output layer: o = clip(z_o), z_o = [h, r] W_o + b_o
+    d_zo = jax.vjp(lambda z: _clip(z, cfg.clip), z_o)[1](d_out)[0]
+    d_out_in = d_zo @ weights.out_kernel.T
+    d_h = d_state.controller.h + d_out_in[:, :d]
+    d_reads = d_state.reads + d_out_in[:, d:].reshape(b, hr, width)
+    d_w = jnp.concatenate([d_state.read_w, d_state.write_w], axis=1)
+    d_memory, d_prev_w, *d_heads = ntm_memory.memory_step_backward(
+        hr, ntm_memory.EPS, saved, (d_state.memory, d_w, d_reads))
+    # head layer: heads = activations(clip(z_h)), z_h = h W_h + b_h
+    activate = lambda z: head_activations(_clip(z, cfg.clip), hr, hw, width, cfg.radius)  # noqa: E731
+    d_zh = jax.vjp(activate, z_h)[1](tuple(d_heads))[0]
+    d_h = d_h + d_zh @ weights.head_kernel.T
+    # controller (TensorFlow BasicLSTMCell)
+    si, tj, sf, so, _, tanh_c = _lstm_gates(z_c, c_prev)
+    d_c = d_state.controller.c + d_h * so * (1.0 - tanh_c * tanh_c)
+    d_zc = jnp.concatenate([d_c * tj * si * (1.0 - si), d_c * si * (1.0 - tj * tj),
+                            d_c * c_prev * sf * (1.0 - sf), d_h * tanh_c * so * (1.0 - so)],
+                           axis=-1)
+    d_in = d_zc @ weights.lstm_kernel.T
+    i = k_in - d - hr * width
+    d_state_prev = NTMState(
+        LSTMState(d_in[:, k_in - d :], d_c * sf), d_memory, d_prev_w[:, :hr], d_prev_w[:, hr:],
+        d_in[:, i : k_in - d].reshape(b, hr, width), d_state.at_start)
+    return (jax.tree.map(jnp.zeros_like, weights), d_state_prev, d_in[:, :i],
+            (d_zc, d_zh, d_zo))
+
+
+_fused_step.defvjp(_fused_step_fwd, _fused_step_bwd)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _scan_vjp(
     cfg: tuple, weights: NTMWeights, carry: NTMState, features: Float[Array, "s b i"]
@@ -255,13 +369,11 @@ def _scan_vjp(
 
     Same values and gradients as autodiff of the plain scan (up to float32 summation order):
 
-    * rematerialisation by size: a step's carry is kept, and of its intermediates those with
-      fewer elements than one sequence's memory (n m) (:func:`_smaller_than`, a
-      ``jax.checkpoint`` policy); the rest is recomputed in the backward pass. At batch 1 that
-      keeps everything but the [1, m, n] memories; at batch 32 little beyond the per-head
-      scalars and [b, h, m] vectors: keeping every [b, h, n] weighting and gate there was
-      about 2x slower on CPU than recomputing them (the stacked buffers cost more than the
-      recomputation);
+    * the step's own backward: with the jnp memory step, :func:`_fused_step`'s hand-written
+      VJP (three saved buffers per step); with the Pallas kernel, rematerialisation by size: a
+      step's carry is kept, and of its intermediates those with fewer elements than one
+      sequence's memory (n m) (:func:`_smaller_than`, a ``jax.checkpoint`` policy), the rest
+      recomputed in the backward pass;
     * weight gradients out of the time loop: inside the scan the weights are constants and
       zero ``taps`` are added to the three pre-activations; their cotangents ``dz_t`` come out
       of the reverse scan, and ``dW = sum_t z_t^T dz_t``, ``db = sum_t dz_t`` are one matmul per
@@ -297,8 +409,23 @@ def _smaller_than(size: int):
 
 
 def _scan_taps(cfg, weights, carry, features, taps):
-    """The scan with taps; also returns every step's h_t and r_t (the weight-gradient inputs)."""
-    step = functools.partial(ntm_step, **dict(cfg))
+    """The scan with taps; also returns every step's h_t and r_t (the weight-gradient inputs).
+
+    With the jnp memory step (``impl`` resolving to ``"xla"``) each step is
+    :func:`_fused_step` (hand-written backward, three saved buffers per step); with the Pallas
+    kernel it is :func:`ntm_step` under autodiff, rematerialised by size.
+    """
+    kw = dict(cfg)
+    if kw["transposed"] and dispatch.choose("ntm_memory_step", kw["impl"]) == "xla":
+        step_cfg = _StepConfig(kw["num_read"], kw["num_write"], kw["radius"], kw["clip"])
+
+        def fused_body(state, inputs):
+            state, out = _fused_step(step_cfg, weights, state, inputs[0], inputs[1:])
+            return state, (out, state.controller.h, state.reads)
+
+        final, (outs, hs, rs) = jax.lax.scan(fused_body, carry, (features, *taps))
+        return final, outs, hs, rs
+    step = functools.partial(ntm_step, **kw)
 
     def body(state, inputs):
         x, t = inputs[0], inputs[1:]

@@ -46,10 +46,17 @@ reference in values and gradients. ``memory_step(..., transposed=True)`` takes a
 transposed memory ``M^T`` [b, m, n], the layout the NTM keeps inside its scan; its reference
 is :func:`memory_step_transposed` (which :func:`memory_step_reference` wraps in two
 transposes), and the kernel is called on the transpose.
+
+:func:`memory_step_transposed` has a hand-written backward pass (:func:`memory_step_backward`,
+its equations in the docstring; :func:`memory_step_forward` returns what it keeps): on CPU,
+41 steps forward and backward at batch 32 take 8.5 ms against 17 ms by autodiff. The
+functions :func:`address`, :func:`read` and :func:`write` stay plain jnp, and the tests check
+the hand-written gradients against autodiff of them in float64.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -213,25 +220,179 @@ def memory_step_transposed(
     copy). Read and write heads are addressed in one stacked call (the equations act on each
     head alone; one set of batched ops instead of two is ~1.3x faster on CPU at batch 32).
     The slot norms ``||M_i||`` are computed once for all heads.
+
+    Differentiated by a hand-written backward pass (:func:`memory_step_backward`), checked
+    against autodiff of :func:`address`, :func:`read` and :func:`write` in the tests.
     """
-    rh, wh = read_heads, write_heads
     hr = prev_read_w.shape[1]
+    stacked = _stack_heads(prev_read_w, prev_write_w, read_heads, write_heads)
+    new_memory_t, weights, reads = _memory_step_t(hr, eps, memory_t, *stacked)
+    return new_memory_t, weights[:, :hr], weights[:, hr:], reads
+
+
+def _stack_heads(prev_read_w, prev_write_w, read_heads: ReadHeads, write_heads: WriteHeads):
+    """``(prev_w, key, beta, gate, shift, gamma, erase, add)``, read heads before write heads."""
+    rh, wh = read_heads, write_heads
     key, beta, gate, shift, gamma = (
         jnp.concatenate([r, w], axis=1) for r, w in zip(rh, wh[:5], strict=True))
     prev_w = jnp.concatenate([prev_read_w, prev_write_w], axis=1)
-    # content (eqs. 5-6): k . M_i as a batched matmul over m, norms once per step
-    dot = jnp.einsum("bhm,bmn->bhn", key, memory_t)
-    key_norm = _safe_norm(key, -1, eps)[:, :, None]  # [b, h, 1]
-    mem_norm = _safe_norm(memory_t, 1, eps)[:, None, :]  # [b, 1, n]
-    scores = dot / (key_norm * mem_norm + eps)
-    w_c = jax.nn.softmax(beta[..., None] * scores, axis=-1)
-    weights = sharpen(circular_shift(interpolate(w_c, prev_w, gate), shift), gamma)
-    read_w, write_w = weights[:, :hr], weights[:, hr:]
-    reads = jnp.einsum("bhn,bmn->bhm", read_w, memory_t)  # reads see M_{t-1}
-    for i in range(write_w.shape[1]):  # erase then add, head after head (eqs. 3-4)
+    return prev_w, key, beta, gate, shift, gamma, wh.erase, wh.add
+
+
+class MemorySaved(NamedTuple):
+    """What the backward pass of one memory step keeps, packed into few arrays (each one a
+    buffer stacked over the steps of a scan).
+
+    ``per_slot`` stacks ``[w_{t-1}, w, K, w^c, w^g, w~, log max(w~, tiny)]`` on axis 1,
+    ``per_width`` is ``[keys, erase, add]`` along the head axis, ``per_head`` is
+    ``[beta, g, gamma, ||k||, s_{-r} .. s_r]`` along the last axis.
+    """
+
+    memory_t: Float[Array, "b m n"]  # M_{t-1}^T
+    per_slot: Float[Array, "b 7 h n"]
+    per_width: Float[Array, "b h+2hw m"]
+    per_head: Float[Array, "b h 4+s"]
+    slot_norm: Float[Array, "b n"]  # ||M_i||, floored
+
+
+def _rolls(w: jax.Array, radius: int) -> list[jax.Array]:
+    """``[roll(w, d) for d = -r..r]`` over the n slots (last axis), as slices of one padded
+    copy (one concatenate, the slices fuse into their consumers)."""
+    n = w.shape[-1]
+    if radius == 0:
+        return [w]
+    reps = -(-radius // n)  # shifts beyond n slots wrap around more than once
+    padded = jnp.concatenate([w] * (2 * reps + 1), axis=-1)  # w at offset reps * n
+    return [padded[..., reps * n - d : reps * n - d + n] for d in range(-radius, radius + 1)]
+
+
+def _shift(w: jax.Array, shift: jax.Array, sign: int) -> jax.Array:
+    """``sum_j s_j roll(w, sign (j - r))`` over the n slots (sign -1: the transpose, eq. 8)."""
+    rolled = _rolls(w, shift.shape[-1] // 2)
+    if sign < 0:
+        rolled = rolled[::-1]
+    out = 0.0
+    for j, wj in enumerate(rolled):
+        out = out + shift[..., j : j + 1] * wj
+    return out
+
+
+def _write_t(memory_t, write_w, erase, add):
+    """Erase/add of every write head in order on ``M^T``; also the memory before each head."""
+    before = []
+    for i in range(write_w.shape[1]):
+        before.append(memory_t)
         wi = write_w[:, i, None, :]  # [b, 1, n]
-        memory_t = memory_t * (1.0 - wh.erase[:, i, :, None] * wi) + wh.add[:, i, :, None] * wi
-    return memory_t, read_w, write_w, reads
+        memory_t = memory_t * (1.0 - erase[:, i, :, None] * wi) + add[:, i, :, None] * wi
+    return memory_t, before
+
+
+def memory_step_forward(hr: int, eps: float, memory_t, prev_w, key, beta, gate, shift, gamma,
+                        erase, add):
+    """:func:`memory_step_transposed` on stacked heads (h = hr + hw, read heads first):
+    ``((M_t^T, w [b, h, n], reads [b, hr, m]), MemorySaved)``."""
+    if shift.shape[-1] % 2 != 1:
+        raise ValueError(f"shift needs 2r+1 weights, got {shift.shape[-1]}")
+    dot = jnp.einsum("bhm,bmn->bhn", key, memory_t)  # k . M_i, a batched matmul over m
+    key_norm = _safe_norm(key, -1, eps)  # [b, h]
+    slot_norm = _safe_norm(memory_t, 1, eps)  # [b, n], once for all heads
+    scores = dot / (key_norm[:, :, None] * slot_norm[:, None, :] + eps)  # K (eq. 6)
+    w_c = jax.nn.softmax(beta[..., None] * scores, axis=-1)  # eq. 5
+    w_g = interpolate(w_c, prev_w, gate)  # eq. 7
+    w_s = _shift(w_g, shift, 1)  # eq. 8
+    log_w = jnp.log(jnp.maximum(w_s, jnp.finfo(w_s.dtype).tiny))
+    w = jax.nn.softmax(gamma[..., None] * log_w, axis=-1)  # eq. 9 in log space
+    reads = jnp.einsum("bhn,bmn->bhm", w[:, :hr], memory_t)  # reads see M_{t-1} (eq. 2)
+    new_memory_t, _ = _write_t(memory_t, w[:, hr:], erase, add)  # eqs. 3-4
+    saved = MemorySaved(
+        memory_t, jnp.stack([prev_w, w, scores, w_c, w_g, w_s, log_w], axis=1),
+        jnp.concatenate([key, erase, add], axis=1),
+        jnp.concatenate([jnp.stack([beta, gate, gamma, key_norm], axis=-1), shift], axis=-1),
+        slot_norm)
+    return (new_memory_t, w, reads), saved
+
+
+def memory_step_backward(hr: int, eps: float, saved: MemorySaved, cotangents):
+    """Hand-written VJP of :func:`memory_step_forward`.
+
+    ``cotangents = (dM_t^T, dw [b, h, n], d reads [b, hr, m])``; returns the cotangents of
+    ``(memory_t, prev_w, key, beta, gate, shift, gamma, erase, add)``. With ``dM`` the
+    cotangent of the memory after write head i (last head first)::
+
+        dw_i   += sum_m dM (a_i - e_i M_i)     de_i = -sum_n dM M_i w_i     da_i = sum_n dM w_i
+        dM     <- dM o (1 - e_i w_i^T)                                      (eqs. 3-4)
+        dw_r   += sum_m dr M                   dM += dr w_r^T               (eq. 2)
+        sharpen, shift, gate, content softmax: the chain rule on [b, h, n]  (eqs. 5-9)
+        dk     = sum_n dD M + (dk_norm / ||k||) k       dM += k dD^T + (dM_norm / ||M_i||) M_i
+
+    (``dD`` the cotangent of the dots ``k . M_i``). The matrix products are batched matmuls
+    (the outer products of all heads in one), the rest elementwise on [b, h, n].
+    """
+    memory_t, per_slot, per_width, per_head, slot_norm = saved
+    prev_w, w, scores, w_c, w_g, w_s, log_w = (per_slot[:, i] for i in range(7))
+    heads = per_slot.shape[2]
+    hw = (per_width.shape[1] - heads) // 2
+    key, erase, add = (per_width[:, :heads], per_width[:, heads : heads + hw],
+                       per_width[:, heads + hw :])
+    beta, gate, gamma, key_norm = (per_head[..., i] for i in range(4))
+    shift = per_head[..., 4:]
+    d_memory, d_w, d_reads = cotangents
+    write_w = w[:, hr:]
+    _, before = _write_t(memory_t, write_w, erase, add)
+    d_write_w, d_erase, d_add = [], [], []
+    for i in reversed(range(hw)):  # eqs. 3-4, last write head first
+        d_before = d_memory * before[i]
+        d_write_w.append(jnp.einsum("bm,bmn->bn", add[:, i], d_memory)
+                         - jnp.einsum("bm,bmn->bn", erase[:, i], d_before))
+        d_erase.append(-jnp.einsum("bmn,bn->bm", d_before, write_w[:, i]))
+        d_add.append(jnp.einsum("bmn,bn->bm", d_memory, write_w[:, i]))
+        d_memory = d_memory * (1.0 - erase[:, i, :, None] * write_w[:, i, None, :])
+    d_write_w, d_erase, d_add = (jnp.stack(x[::-1], axis=1) for x in (d_write_w, d_erase, d_add))
+    d_read_w = jnp.einsum("bhm,bmn->bhn", d_reads, memory_t)  # eq. 2
+    d_w = d_w + jnp.concatenate([d_read_w, d_write_w], axis=1)
+    # sharpening (eq. 9): w = softmax(gamma log w~)
+    d_logits = w * (d_w - jnp.sum(w * d_w, axis=-1, keepdims=True))
+    d_gamma = jnp.sum(d_logits * log_w, axis=-1)
+    d_ws = jnp.where(w_s > jnp.finfo(w_s.dtype).tiny, d_logits * gamma[..., None] / w_s, 0.0)
+    # shift (eq. 8) and gate (eq. 7)
+    radius = shift.shape[-1] // 2
+    d_wg = _shift(d_ws, shift, -1)
+    d_shift = jnp.stack([jnp.sum(d_ws * w_gj, axis=-1) for w_gj in _rolls(w_g, radius)],
+                        axis=-1)
+    g = gate[..., None]
+    d_wc = g * d_wg
+    d_prev_w = (1.0 - g) * d_wg
+    d_gate = jnp.sum(d_wg * (w_c - prev_w), axis=-1)
+    # content addressing (eqs. 5-6)
+    d_u = w_c * (d_wc - jnp.sum(w_c * d_wc, axis=-1, keepdims=True))
+    d_beta = jnp.sum(d_u * scores, axis=-1)
+    denom = key_norm[:, :, None] * slot_norm[:, None, :] + eps
+    d_dot = d_u * beta[..., None] / denom
+    d_denom = -d_dot * scores
+    d_key_norm = jnp.sum(d_denom * slot_norm[:, None, :], axis=-1)
+    d_slot_norm = jnp.sum(d_denom * key_norm[:, :, None], axis=1)
+    key_sq = jnp.sum(key * key, axis=-1)
+    d_key = (jnp.einsum("bhn,bmn->bhm", d_dot, memory_t)
+             + jnp.where(key_sq > eps * eps, d_key_norm / key_norm, 0.0)[..., None] * key)
+    slot_scale = jnp.where(slot_norm * slot_norm > eps * eps, d_slot_norm / slot_norm, 0.0)
+    d_memory = (d_memory
+                + jnp.einsum("bhm,bhn->bmn", jnp.concatenate([d_reads, key], axis=1),
+                             jnp.concatenate([w[:, :hr], d_dot], axis=1))
+                + slot_scale[:, None, :] * memory_t)
+    return d_memory, d_prev_w, d_key, d_beta, d_gate, d_shift, d_gamma, d_erase, d_add
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _memory_step_t(hr, eps, memory_t, prev_w, key, beta, gate, shift, gamma, erase, add):
+    return memory_step_forward(hr, eps, memory_t, prev_w, key, beta, gate, shift, gamma,
+                               erase, add)[0]
+
+
+def _memory_step_t_fwd(hr, eps, *args):
+    return memory_step_forward(hr, eps, *args)
+
+
+_memory_step_t.defvjp(_memory_step_t_fwd, memory_step_backward)
 
 
 def memory_step(
