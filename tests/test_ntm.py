@@ -367,3 +367,22 @@ def test_scan_vjp_equals_autodiff_of_the_plain_scan(clip):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert float(jnp.abs(got[1][0].lstm_kernel).sum()) > 0
+
+
+@pytest.mark.parametrize("num_read,num_write,radius", [(1, 1, 1), (2, 3, 2)])
+def test_head_activations_backward_equals_autodiff(num_read, num_write, radius):
+    """The hand-written VJP of the head activations (from their outputs) equals autodiff of
+    ``head_activations`` in float64, with pre-activations from -20 to 20 (the clip range)."""
+    width = 3
+    units = ntm_lib.head_param_count(num_read, num_write, width, radius)
+    with jax.enable_x64(True):
+        p = jnp.linspace(-20.0, 20.0, 4 * units, dtype=jnp.float64).reshape(4, units)
+        p = p[:, jax.random.permutation(jax.random.key(0), units)]
+        activate = functools.partial(ntm_lib.head_activations, num_read=num_read,
+                                     num_write=num_write, width=width, radius=radius)
+        heads, pullback = jax.vjp(activate, p)
+        cotangents = tuple(jax.random.normal(jax.random.key(i + 1), h.shape, jnp.float64)
+                           for i, h in enumerate(heads))
+        want = pullback(cotangents)[0]
+        got = ntm_lib.head_activations_backward(heads, cotangents)
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)

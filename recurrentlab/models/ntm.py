@@ -204,6 +204,35 @@ def head_activations(
     return key, beta, gate, shift, gamma, jax.nn.sigmoid(ea[:, :, 0]), jnp.tanh(ea[:, :, 1])
 
 
+def head_activations_backward(
+    heads: tuple[jax.Array, ...], cotangents: tuple[jax.Array, ...]
+) -> Float[Array, "b p"]:
+    """VJP of :func:`head_activations` from its outputs ``heads`` (no transcendental
+    recomputed but ``sigma(a) = -expm1(-softplus(a))`` for beta and gamma; for gamma from
+    ``gamma - 1``, so within float32's spacing at 1 of autodiff's value)::
+
+        key, add = tanh(a):        da = d (1 - y^2)
+        gate, erase = sigma(a):    da = d y (1 - y)
+        beta = softplus(a):        da = d sigma(a)       gamma = 1 + softplus(a): the same
+        shift = softmax(a):        da = s (d - sum s d)
+
+    Returns the cotangent of the head layer's (clipped) outputs p, in its layout.
+    """
+    key, beta, gate, shift, gamma, erase, add = heads
+    d_key, d_beta, d_gate, d_shift, d_gamma, d_erase, d_add = cotangents
+    b, num_write = key.shape[0], erase.shape[1]
+    blocks = jnp.concatenate([
+        d_key * (1.0 - key * key),
+        (d_beta * -jnp.expm1(-beta))[..., None],
+        (d_gate * gate * (1.0 - gate))[..., None],
+        shift * (d_shift - jnp.sum(shift * d_shift, axis=-1, keepdims=True)),
+        (d_gamma * -jnp.expm1(1.0 - gamma))[..., None],
+    ], axis=-1)
+    ea = jnp.stack([d_erase * erase * (1.0 - erase), d_add * (1.0 - add * add)], axis=2)
+    return jnp.concatenate([blocks.reshape(b, -1), ea.reshape(b, 2 * num_write * key.shape[-1])],
+                           axis=-1)
+
+
 def split_heads(
     p: Float[Array, "b p"], num_read: int, num_write: int, width: int, radius: int
 ) -> tuple[ReadHeads, WriteHeads]:
@@ -313,8 +342,8 @@ def _fused_step_fwd(cfg: _StepConfig, weights, state, x, taps):
 
 def _fused_step_bwd(cfg: _StepConfig, residuals, cotangents):
     """Reverse of one step: output layer, memory (:func:`ntm_memory.memory_step_backward`),
-    head activations (autodiff of :func:`head_activations` and the clip, recomputed here),
-    controller LSTM::
+    head activations (:func:`head_activations_backward`, then autodiff of the clip), controller
+    LSTM::
 
         dc  = dc' + dh o σ(o) (1 - tanh² c)
         dz  = [dc tanh(j) σ(i)(1-σ(i)), dc σ(i)(1-tanh² j), dc c_{t-1} σ(f+1)(1-σ(f+1)),
@@ -325,7 +354,7 @@ def _fused_step_bwd(cfg: _StepConfig, residuals, cotangents):
     pre-activation cotangents (the taps') outside the time loop (:func:`_scan_vjp`)."""
     weights, saved, rows = residuals
     d_state, d_out = cotangents
-    hr, hw = cfg.num_read, cfg.num_write
+    hr = cfg.num_read
     b, k_in = rows.shape[0], weights.lstm_kernel.shape[0]
     d = weights.lstm_kernel.shape[1] // 4
     width = saved.per_width.shape[-1]
@@ -340,8 +369,8 @@ def _fused_step_bwd(cfg: _StepConfig, residuals, cotangents):
     d_memory, d_prev_w, *d_heads = ntm_memory.memory_step_backward(
         hr, ntm_memory.EPS, saved, (d_state.memory, d_w, d_reads))
     # head layer: heads = activations(clip(z_h)), z_h = h W_h + b_h
-    activate = lambda z: head_activations(_clip(z, cfg.clip), hr, hw, width, cfg.radius)  # noqa: E731
-    d_zh = jax.vjp(activate, z_h)[1](tuple(d_heads))[0]
+    d_p = head_activations_backward(ntm_memory.saved_heads(saved), d_heads)
+    d_zh = jax.vjp(lambda z: _clip(z, cfg.clip), z_h)[1](d_p)[0]
     d_h = d_h + d_zh @ weights.head_kernel.T
     # controller (TensorFlow BasicLSTMCell)
     si, tj, sf, so, _, tanh_c = _lstm_gates(z_c, c_prev)

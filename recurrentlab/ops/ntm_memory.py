@@ -312,6 +312,16 @@ def memory_step_forward(hr: int, eps: float, memory_t, prev_w, key, beta, gate, 
     return (new_memory_t, w, reads), saved
 
 
+def saved_heads(saved: MemorySaved) -> tuple[jax.Array, ...]:
+    """The activated heads a step kept: ``(key, beta, gate, shift, gamma, erase, add)``, all
+    heads stacked (read heads first; erase and add of the write heads)."""
+    heads = saved.per_slot.shape[2]
+    hw = (saved.per_width.shape[1] - heads) // 2
+    p, s = saved.per_width, saved.per_head
+    return (p[:, :heads], s[..., 0], s[..., 1], s[..., 4:], s[..., 2], p[:, heads : heads + hw],
+            p[:, heads + hw :])
+
+
 def memory_step_backward(hr: int, eps: float, saved: MemorySaved, cotangents):
     """Hand-written VJP of :func:`memory_step_forward`.
 
@@ -328,14 +338,11 @@ def memory_step_backward(hr: int, eps: float, saved: MemorySaved, cotangents):
     (``dD`` the cotangent of the dots ``k . M_i``). The matrix products are batched matmuls
     (the outer products of all heads in one), the rest elementwise on [b, h, n].
     """
-    memory_t, per_slot, per_width, per_head, slot_norm = saved
+    memory_t, per_slot, _, per_head, slot_norm = saved
     prev_w, w, scores, w_c, w_g, w_s, log_w = (per_slot[:, i] for i in range(7))
-    heads = per_slot.shape[2]
-    hw = (per_width.shape[1] - heads) // 2
-    key, erase, add = (per_width[:, :heads], per_width[:, heads : heads + hw],
-                       per_width[:, heads + hw :])
-    beta, gate, gamma, key_norm = (per_head[..., i] for i in range(4))
-    shift = per_head[..., 4:]
+    key, beta, gate, shift, gamma, erase, add = saved_heads(saved)
+    hw = erase.shape[1]
+    key_norm = per_head[..., 3]
     d_memory, d_w, d_reads = cotangents
     write_w = w[:, hr:]
     _, before = _write_t(memory_t, write_w, erase, add)
