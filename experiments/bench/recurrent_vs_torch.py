@@ -27,18 +27,47 @@ torch gets one thread). torch's OpenMP threads degrade far more than XLA's pool 
 processes compete for the cores (the NTM peer ran 7-30x slower with 2 threads on a loaded
 2-core machine than with 1), which makes unpinned ratios on a busy machine meaningless.
 
-Measured on an idle 2-core CPU, ``taskset -c 0``, torch 2.13 CPU, jax 0.10.2, ours ÷ torch,
-2026-11-30. "before" is the code of 62cb1e0 under this file's settings of then (1 warmup, 3
-repeats of 1 step); the rest under today's (3 warmup repeats, then 5 repeats of 2 steps, 10 at
-batch 1), each a separate run of the command:
+Measured on an idle 2-core CPU, ``taskset -c 0``, torch 2.13 CPU, jax 0.10.2, ours ÷ torch.
+"before" is the code of 62cb1e0 under this file's settings of then (1 warmup, 3 repeats of 1
+step); the rest under today's (3 warmup repeats, then 5 repeats of 2 steps, 10 at batch 1),
+each a separate run of the command. "no reuse" is 7918225 under
+``RECURRENTLAB_HOST_MEMORY=default``, "reuse" the same code as it runs by default (freed host
+memory reused), "NTM bwd" adds the NTM's hand-written backward pass (571fcd3):
 
-============ ============ ======================================= ============ ==========
-entry        before       ``RECURRENTLAB_HOST_MEMORY=default``    after        target
-============ ============ ======================================= ============ ==========
-sha_rnn      0.99         1.23                                    1.42, 1.41   >= 1.3
-ntm_b32      12.74        13.08                                   12.32, 13.25 >= 20
-ntm_b1       19.92        45.16                                   32.67, 32.02 >= 25
-============ ============ ======================================= ============ ==========
+======== ====== ======== ============ ===================== ======
+entry    before no reuse reuse        NTM bwd               target
+======== ====== ======== ============ ===================== ======
+sha_rnn  0.99   1.23     1.42, 1.41   1.43, 1.41, 1.43      >= 1.3
+ntm_b32  12.74  13.08    12.32, 13.25 17.69, 18.95, 18.82   >= 20
+ntm_b1   19.92  45.16    32.67, 32.02 42.55, 39.55, 39.26   >= 25
+======== ====== ======== ============ ===================== ======
+
+The NTM at batch 32 is not at its target in these runs: our step is 17.4-19.0 ms in the bench,
+and the torch peer's moves between 3,644 and 4,268 tokens/s from run to run (308-360 ms per
+step). With ``--config.entries.ntm_b32.steps_per_repeat=10`` (steady state, as ``ntm_b1``)
+one run gave 20.33 (our step 17.5 ms, torch 3,684 tokens/s), with 6 steps 18.79. Alone, one
+core, min of 15 after warmup: 21.5 ms before the hand-written backward, 15.7 ms after. What
+made the difference (each measured interleaved in one process on one core):
+
+* the memory step's hand-written VJP (``ops/ntm_memory.memory_step_backward``): 41 steps of
+  the memory alone, forward and backward at batch 32, 16.9 -> 8.5 ms. Among its forms, the
+  outer products of all heads as one batched matmul and the erase/add gradients as batched
+  matrix-vector products were each worth 0.6-3 ms over elementwise products and reductions;
+* the NTM time step as one ``custom_vjp`` (``models/ntm._fused_step``) keeping three buffers
+  per step (autodiff kept ~45, each a buffer stacked in the forward loop and read back in the
+  reverse loop; the forward loop had 103 XLA operations per step, now 61); the head
+  activations' backward from their saved outputs (``head_activations_backward``, 3%).
+
+Tried and dropped this session (no gain beyond noise, or slower): reductions instead of
+batched dots in the memory backward (stacked into one reduction: 2x slower), the batch on the
+minor axis ([m, n, b] memory: 10x slower, XLA's CPU reductions over major axes), the step in
+batch chunks of 8 or 16, ``scan`` unroll 2 and 4, ``jax.checkpoint`` policies other than
+keeping everything, XLA CPU options (``xla_cpu_experimental_ynn_fusion_type`` subsets, the
+concurrency scheduler, fast math). The circular shift is now slices of one padded copy instead
+of ``jnp.roll`` per shift (same speed, kept: one concatenate, and any radius wraps).
+What is left at batch 32 is bandwidth: ~17 passes over [b, m, n]-sized arrays per reverse
+step (the saved memory, the memory cotangent, the products of both), each ~10 us at batch 32,
+because XLA fuses no reductions along different axes into one pass.
 
 Our SHA-RNN step went from 494 to 321-345 ms, the torch peer's from 486 to 456-487 ms (both
 run in this process, so torch gains from the host-memory setting too). What made the
@@ -57,14 +86,6 @@ difference, each measured on our step alone (min of 5 after 3 warmups, one core)
 The rest of the SHA-RNN step (326 ms): ~200 ms of matrix products (44 GFLOP at ~240 GFLOP/s;
 torch's MKL runs the same products at ~100 GFLOP/s here), ~40 ms of dropout masks (the counter
 hash, recomputed in the backward pass), the LSTM's per-step gate arithmetic.
-
-The NTM at batch 32 is not at its target. Its step (~22 ms) is ~0.55 ms per sequence of
-41 steps against ~9 ms for the peer; the time is spread over ~30 small fusions per time step
-forward, rematerialised and backward (the largest, the [b, n, m] memory cotangent, 45 us per
-step). Tried this session and dropped: keeping every intermediate below the heads' weightings
-(b h m) instead of below one memory (n m) for the backward pass, 21.7 -> 19.7-20.6 ms with
-host memory reused but 23 -> 36 ms without (more stacked buffers), not worth the risk for 8%;
-keeping everything: 24.5 ms.
 
 Earlier history of this bench (one run each, on a CPU shared with other work):
 
