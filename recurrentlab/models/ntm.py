@@ -21,9 +21,9 @@ kernel behind ``impl``); :func:`ntm_step` is the pure cell step, driven by ``jax
 The backward pass is scheduled by hand (:func:`_scan_vjp`, a ``custom_vjp`` over the scan).
 With the jnp memory step (CPU, ``impl="xla"``) each time step is :func:`_fused_step`, whose
 backward is written out (the memory's in :func:`recurrentlab.ops.ntm_memory.memory_step_backward`,
-the LSTM's by its equations, the head activations by autodiff inside the backward) and whose
-forward keeps three buffers per step where autodiff kept ~45: at batch 32 on CPU the train step
-went from ~21.5 to ~16 ms. With the Pallas kernel the step is :func:`ntm_step` under autodiff,
+the head activations' in :func:`head_activations_backward`, the LSTM's by its equations) and
+whose forward keeps three buffers per step where autodiff kept ~45: at batch 32 on CPU the train
+step went from ~21.5 to ~16 ms. With the Pallas kernel the step is :func:`ntm_step` under autodiff,
 rematerialised by size (the carry and the intermediates smaller than one sequence's memory are
 kept, the rest recomputed). Either way the weight gradients are formed after the reverse loop,
 one matmul per layer over all steps, instead of an outer product accumulated in every step
@@ -306,7 +306,9 @@ def _fused_step(
     Its forward keeps three buffers per step (the memory ``M_{t-1}^T``, the [b, 7, h, n]
     weightings and a [b, .] row of everything else), where autodiff of :func:`ntm_step` kept
     ~45 arrays, each one a buffer written in every step of the scan and read back in the
-    reverse loop.
+    reverse loop. The weights' cotangent is zero: their gradients come from the ``taps``'
+    cotangents, formed outside the time loop by :func:`_scan_vjp`, the only caller that
+    differentiates this function.
     """
     return _fused_step_fwd(cfg, weights, state, x, taps)[0]
 
