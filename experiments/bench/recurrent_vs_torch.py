@@ -54,8 +54,8 @@ made the difference (each measured interleaved in one process on one core):
   outer products of all heads as one batched matmul and the erase/add gradients as batched
   matrix-vector products were each worth 0.6-3 ms over elementwise products and reductions;
 * the NTM time step as one ``custom_vjp`` (``models/ntm._fused_step``) keeping three buffers
-  per step (autodiff kept ~45, each a buffer stacked in the forward loop and read back in the
-  reverse loop; the forward loop had 103 XLA operations per step, now 61); the head
+  per step (autodiff keeping every intermediate kept ~45, each a buffer stacked in the forward
+  loop and read back in the reverse loop: 103 XLA operations per forward step, now 61); the head
   activations' backward from their saved outputs (``head_activations_backward``, 3%).
 
 Tried and dropped this session (no gain beyond noise, or slower): reductions instead of
