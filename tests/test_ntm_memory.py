@@ -217,6 +217,21 @@ def test_numerical_gradient_of_one_step_float64():
                 assert abs(numeric - analytic) <= 1e-6 + 1e-5 * abs(numeric), (li, idx)
 
 
+@pytest.mark.parametrize("n,radius", [(5, 1), (5, 2), (3, 2), (3, 4), (2, 5)])
+def test_circular_shift_matches_numpy_loop_and_wraps(n, radius):
+    """eq. 8 against a loop over slots and shifts, also with 2r+1 > n (shifts wrap, some more
+    than once, and coinciding ones add up)."""
+    rng = np.random.default_rng(n * 10 + radius)
+    w = rng.random((2, 3, n)).astype(np.float32)
+    s = rng.random((2, 3, 2 * radius + 1)).astype(np.float32)
+    want = np.zeros_like(w)
+    for i in range(n):
+        for d in range(-radius, radius + 1):
+            want[..., i] += s[..., d + radius] * w[..., (i - d) % n]
+    np.testing.assert_allclose(nm.circular_shift(jnp.asarray(w), jnp.asarray(s)), want,
+                               rtol=1e-6)
+
+
 def _autodiff_step_t(memory_t, prev_rw, prev_ww, rh, wh):
     """The memory step on M^T composed from the public pieces, differentiated by autodiff."""
     memory = jnp.swapaxes(memory_t, 1, 2)

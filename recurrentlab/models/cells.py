@@ -307,6 +307,18 @@ def basic_lstm_cell(
     """TensorFlow ``BasicLSTMCell``: ``i, j, f, o = [x, h] W + b``;
     ``c' = sigmoid(f + forget_bias) c + sigmoid(i) tanh(j)``, ``h' = tanh(c') sigmoid(o)``."""
     z = jnp.concatenate([x, state.h], axis=-1) @ kernel + bias
-    i, j, f, o = jnp.split(z, 4, axis=-1)
-    c = jax.nn.sigmoid(f + forget_bias) * state.c + jax.nn.sigmoid(i) * jnp.tanh(j)
-    return LSTMState(h=jnp.tanh(c) * jax.nn.sigmoid(o), c=c)
+    *_, so, c, tanh_c = basic_lstm_gates(z, state.c, forget_bias)
+    return LSTMState(h=tanh_c * so, c=c)
+
+
+def basic_lstm_gates(
+    z: Float[Array, "b g"], c_prev: Float[Array, "b h"], forget_bias: float = 1.0
+) -> tuple[jax.Array, ...]:
+    """:func:`basic_lstm_cell`'s gates from its pre-activations ``z = [x, h] W + b``:
+    ``(σ(i), tanh(j), σ(f + forget_bias), σ(o), c', tanh(c'))``, with
+    ``c' = σ(f + forget_bias) c + σ(i) tanh(j)`` (``h' = tanh(c') σ(o)``)."""
+    zi, zj, zf, zo = jnp.split(z, 4, axis=-1)
+    si, tj = jax.nn.sigmoid(zi), jnp.tanh(zj)
+    sf, so = jax.nn.sigmoid(zf + forget_bias), jax.nn.sigmoid(zo)
+    c = sf * c_prev + si * tj
+    return si, tj, sf, so, c, jnp.tanh(c)

@@ -135,7 +135,7 @@ from jaxtyping import Array, Float, Int
 
 from recurrentlab.errors import ConfigError
 from recurrentlab.models.base import SequenceModel, register_model, reset_carry
-from recurrentlab.models.cells import LSTMState
+from recurrentlab.models.cells import LSTMState, basic_lstm_gates
 from recurrentlab.models.cells import basic_lstm_cell as lstm_cell
 from recurrentlab.ops import dispatch, ntm_memory
 from recurrentlab.ops.dispatch import IMPLS
@@ -314,22 +314,13 @@ def _fused_step(
     return _fused_step_fwd(cfg, weights, state, x, taps)[0]
 
 
-def _lstm_gates(z: jax.Array, c_prev: jax.Array) -> tuple[jax.Array, ...]:
-    """:func:`basic_lstm_cell`'s gates from its pre-activations: ``(σ(i), tanh(j), σ(f + 1),
-    σ(o), c, tanh(c))``."""
-    zi, zj, zf, zo = jnp.split(z, 4, axis=-1)
-    si, tj, sf, so = jax.nn.sigmoid(zi), jnp.tanh(zj), jax.nn.sigmoid(zf + 1.0), jax.nn.sigmoid(zo)
-    c = sf * c_prev + si * tj
-    return si, tj, sf, so, c, jnp.tanh(c)
-
-
 def _fused_step_fwd(cfg: _StepConfig, weights, state, x, taps):
     tap_c, tap_h, tap_o = taps
     b, hr = x.shape[0], cfg.num_read
     width = state.reads.shape[-1]
     ctrl_in = jnp.concatenate([x, state.reads.reshape(b, -1), state.controller.h], axis=-1)
     z_c = ctrl_in @ weights.lstm_kernel + (weights.lstm_bias + tap_c)  # as basic_lstm_cell
-    *_, so, c, tanh_c = _lstm_gates(z_c, state.controller.c)
+    *_, so, c, tanh_c = basic_lstm_gates(z_c, state.controller.c)
     h = tanh_c * so
     z_h = h @ weights.head_kernel + weights.head_bias + tap_h
     heads = head_activations(_clip(z_h, cfg.clip), hr, cfg.num_write, width, cfg.radius)
@@ -376,7 +367,7 @@ def _fused_step_bwd(cfg: _StepConfig, residuals, cotangents):
     d_zh = jax.vjp(lambda z: _clip(z, cfg.clip), z_h)[1](d_p)[0]
     d_h = d_h + d_zh @ weights.head_kernel.T
     # controller (TensorFlow BasicLSTMCell)
-    si, tj, sf, so, _, tanh_c = _lstm_gates(z_c, c_prev)
+    si, tj, sf, so, _, tanh_c = basic_lstm_gates(z_c, c_prev)
     d_c = d_state.controller.c + d_h * so * (1.0 - tanh_c * tanh_c)
     d_zc = jnp.concatenate([d_c * tj * si * (1.0 - si), d_c * si * (1.0 - tj * tj),
                             d_c * c_prev * sf * (1.0 - sf), d_h * tanh_c * so * (1.0 - so)],

@@ -129,14 +129,9 @@ def circular_shift(w: Float[Array, "b h n"], shift: Float[Array, "b h s"]) -> Fl
     ``shift[..., j]`` weighs the shift ``d = j - r``. Needs ``2r + 1 <= n`` for distinct
     shifts; with more shift weights than slots, shifts that coincide mod n add up.
     """
-    width = shift.shape[-1]
-    if width % 2 != 1:
-        raise ValueError(f"shift needs 2r+1 weights, got {width}")
-    radius = width // 2
-    out = jnp.zeros_like(w)
-    for j in range(width):
-        out = out + shift[..., j : j + 1] * jnp.roll(w, j - radius, axis=-1)  # roll: w[i - d]
-    return out
+    if shift.shape[-1] % 2 != 1:
+        raise ValueError(f"shift needs 2r+1 weights, got {shift.shape[-1]}")
+    return _shift(w, shift, 1)
 
 
 def sharpen(w: Float[Array, "b h n"], gamma: Float[Array, "b h"]) -> Float[Array, "b h n"]:
@@ -291,15 +286,13 @@ def memory_step_forward(hr: int, eps: float, memory_t, prev_w, key, beta, gate, 
                         erase, add):
     """:func:`memory_step_transposed` on stacked heads (h = hr + hw, read heads first):
     ``((M_t^T, w [b, h, n], reads [b, hr, m]), MemorySaved)``."""
-    if shift.shape[-1] % 2 != 1:
-        raise ValueError(f"shift needs 2r+1 weights, got {shift.shape[-1]}")
     dot = jnp.einsum("bhm,bmn->bhn", key, memory_t)  # k . M_i, a batched matmul over m
     key_norm = _safe_norm(key, -1, eps)  # [b, h]
     slot_norm = _safe_norm(memory_t, 1, eps)  # [b, n], once for all heads
     scores = dot / (key_norm[:, :, None] * slot_norm[:, None, :] + eps)  # K (eq. 6)
     w_c = jax.nn.softmax(beta[..., None] * scores, axis=-1)  # eq. 5
     w_g = interpolate(w_c, prev_w, gate)  # eq. 7
-    w_s = _shift(w_g, shift, 1)  # eq. 8
+    w_s = circular_shift(w_g, shift)  # eq. 8
     log_w = jnp.log(jnp.maximum(w_s, jnp.finfo(w_s.dtype).tiny))
     w = jax.nn.softmax(gamma[..., None] * log_w, axis=-1)  # eq. 9 in log space
     reads = jnp.einsum("bhn,bmn->bhm", w[:, :hr], memory_t)  # reads see M_{t-1} (eq. 2)
