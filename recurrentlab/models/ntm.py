@@ -18,20 +18,21 @@ width, hr/hw read/write heads, r shift radius, d controller units, V vocabulary)
 The controller is TensorFlow's ``BasicLSTMCell``, :func:`recurrentlab.models.cells.basic_lstm_cell`.
 The memory math lives in :mod:`recurrentlab.ops.ntm_memory` (``memory_step``, with a Pallas
 kernel behind ``impl``); :func:`ntm_step` is the pure cell step, driven by ``jax.lax.scan``.
-The backward pass is scheduled by hand (:func:`_scan_vjp`, a ``custom_vjp`` over the scan).
-With the jnp memory step (CPU, ``impl="xla"``) each time step is :func:`_fused_step`, whose
-backward is written out (the memory's in :func:`recurrentlab.ops.ntm_memory.memory_step_backward`,
-the head activations' in :func:`head_activations_backward`, the LSTM's by its equations) and
-whose forward keeps three buffers per step where autodiff keeping every intermediate kept ~45
-(rematerialised by size, it recomputed the [b, m, n] ones instead): at batch 32 on CPU the train
-step went from ~21.5 to ~16 ms. With the Pallas kernel the step is :func:`ntm_step` under autodiff,
-rematerialised by size (the carry and the intermediates smaller than one sequence's memory are
-kept, the rest recomputed). Either way the weight gradients are formed after the reverse loop,
-one matmul per layer over all steps, instead of an outer product accumulated in every step
-(same sums, another order). Inside the scan the memory is kept transposed, ``M^T`` [b, m, n]
-(transposed once per segment at the scan's ends; the carry holds M [b, n, m]): with the n
-slots on the minor axis the weightings, slot norms and erase/add products of a step need no
-transposes and run along the long axis (same values).
+The backward pass is scheduled by hand (:func:`_scan_vjp`). With the jnp memory step (CPU,
+``impl="xla"``) the segment is :func:`_fused_scan_vjp`: a scan of :func:`_fused_step_forward`
+that keeps two buffers per step (:class:`_StepSaved`) where autodiff keeping every intermediate
+kept ~45, the output layer applied to all steps at once after the scan, and a reverse scan of
+:func:`_fused_step_backward`, written out (the memory's in
+:func:`recurrentlab.ops.ntm_memory.memory_step_backward`, the head activations' in
+:func:`head_activations_backward`, the LSTM's by its equations): at batch 32 on CPU the train
+step went from ~21.5 to ~16 ms. With the Pallas kernel the step is :func:`ntm_step` under
+autodiff, rematerialised by size (the carry and the intermediates smaller than one sequence's
+memory are kept, the rest recomputed). Either way the weight gradients are formed after the
+reverse loop, one matmul per layer over all steps, instead of an outer product accumulated in
+every step (same sums, another order). Inside the scan the memory is kept transposed,
+``M^T`` [b, m, n] (transposed once per segment at the scan's ends; the carry holds M
+[b, n, m]): with the n slots on the minor axis the weightings, slot norms and erase/add
+products of a step need no transposes and run along the long axis (same values).
 
 Head order: the read heads come first, then the write heads (Collier's ``w_list``). Each head's
 block of ``p_t`` is ``[k (m), beta, g, s (2r+1), gamma]``; after all heads come ``[e (m), a (m)]``
@@ -129,7 +130,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
@@ -296,116 +296,192 @@ class _StepConfig(NamedTuple):
     clip: float
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _fused_step(
-    cfg: _StepConfig, weights: NTMWeights, state: NTMState, x: Float[Array, "b i"],
-    taps: tuple[jax.Array, jax.Array, jax.Array],
-) -> tuple[NTMState, Float[Array, "b o"]]:
-    """:func:`ntm_step` on ``M^T`` (``transposed=True``, jnp memory step) with a hand-written
-    backward pass (:func:`_fused_step_bwd`); same values, same gradients up to float rounding.
+class _StepSaved(NamedTuple):
+    """What one fused step keeps for its backward pass (each leaf a buffer stacked over the
+    steps of the scan)."""
 
-    Its forward keeps three buffers per step (the memory ``M_{t-1}^T``, the [b, 7, h, n]
-    weightings and a [b, .] row of everything else), where autodiff of :func:`ntm_step`,
-    keeping every intermediate, kept ~45 arrays, each one a buffer written in every step of the
-    scan and read back in the reverse loop. The weights' cotangent is zero: their gradients
-    come from the ``taps``' cotangents, formed outside the time loop by :func:`_scan_vjp`, the
-    only caller that differentiates this function.
-    """
-    return _fused_step_fwd(cfg, weights, state, x, taps)[0]
+    memory: ntm_memory.MemorySaved  # M_{t-1}^T, weightings, activated heads (ops/ntm_memory)
+    rows: Float[Array, "b 5d+p"]  # [c_{t-1}, z_c (4d), z_h (p)]: the pre-activations
 
 
-def _fused_step_fwd(cfg: _StepConfig, weights, state, x, taps):
-    tap_c, tap_h, tap_o = taps
+def _fused_step_forward(
+    cfg: _StepConfig, weights: NTMWeights, state: NTMState, x: Float[Array, "b i"]
+) -> tuple[NTMState, _StepSaved]:
+    """:func:`ntm_step` on ``M^T`` with the jnp memory step, without its output layer (applied
+    to all steps at once by :func:`_output_layer`); also returns what
+    :func:`_fused_step_backward` needs. Same values as :func:`ntm_step`."""
     b, hr = x.shape[0], cfg.num_read
     width = state.reads.shape[-1]
     ctrl_in = jnp.concatenate([x, state.reads.reshape(b, -1), state.controller.h], axis=-1)
-    z_c = ctrl_in @ weights.lstm_kernel + (weights.lstm_bias + tap_c)  # as basic_lstm_cell
+    z_c = ctrl_in @ weights.lstm_kernel + weights.lstm_bias  # as basic_lstm_cell
     *_, so, c, tanh_c = basic_lstm_gates(z_c, state.controller.c)
     h = tanh_c * so
-    z_h = h @ weights.head_kernel + weights.head_bias + tap_h
+    z_h = h @ weights.head_kernel + weights.head_bias
     heads = head_activations(_clip(z_h, cfg.clip), hr, cfg.num_write, width, cfg.radius)
     prev_w = jnp.concatenate([state.read_w, state.write_w], axis=1)
     (memory_t, w, reads), saved = ntm_memory.memory_step_forward(
         hr, ntm_memory.EPS, state.memory, prev_w, *heads)
-    z_o = (jnp.concatenate([h, reads.reshape(b, -1)], axis=-1) @ weights.out_kernel
-           + weights.out_bias + tap_o)
     new_state = NTMState(LSTMState(h, c), memory_t, w[:, :hr], w[:, hr:], reads, state.at_start)
-    rows = jnp.concatenate([ctrl_in, state.controller.c, z_c, z_h, z_o], axis=-1)
-    return (new_state, _clip(z_o, cfg.clip)), (weights, saved, rows)
+    rows = jnp.concatenate([state.controller.c, z_c, z_h], axis=-1)
+    return new_state, _StepSaved(saved, rows)
 
 
-def _fused_step_bwd(cfg: _StepConfig, residuals, cotangents):
-    """Reverse of one step: output layer, memory (:func:`ntm_memory.memory_step_backward`),
-    head activations (:func:`head_activations_backward`, then autodiff of the clip), controller
-    LSTM::
+def _fused_step_backward(
+    cfg: _StepConfig, weights: NTMWeights, recurrent: Float[Array, "hr*m+d 4d"],
+    saved: _StepSaved, d_state: NTMState,
+) -> tuple[NTMState, tuple[Float[Array, "b 4d"], Float[Array, "b p"]]]:
+    """Reverse of :func:`_fused_step_forward`: memory (:func:`ntm_memory.memory_step_backward`),
+    head activations (:func:`head_activations_backward`, then the clip's), controller LSTM::
 
         dc  = dc' + dh o σ(o) (1 - tanh² c)
         dz  = [dc tanh(j) σ(i)(1-σ(i)), dc σ(i)(1-tanh² j), dc c_{t-1} σ(f+1)(1-σ(f+1)),
                dh tanh(c) σ(o)(1-σ(o))]
-        d[x, r_{t-1}, h_{t-1}] = dz W^T,   dc_{t-1} = dc σ(f+1)
+        d[r_{t-1}, h_{t-1}] = dz W_[r,h]^T,   dc_{t-1} = dc σ(f+1)
 
-    The weights get zero cotangents here: their gradients are formed from the returned
-    pre-activation cotangents (the taps') outside the time loop (:func:`_scan_vjp`)."""
-    weights, saved, rows = residuals
-    d_state, d_out = cotangents
-    hr = cfg.num_read
-    b, k_in = rows.shape[0], weights.lstm_kernel.shape[0]
-    d = weights.lstm_kernel.shape[1] // 4
-    width = saved.per_width.shape[-1]
-    sizes = np.cumsum([k_in, d, 4 * d, weights.head_kernel.shape[1]])
-    _, c_prev, z_c, z_h, z_o = jnp.split(rows, sizes, axis=-1)
-    # output layer: o = clip(z_o), z_o = [h, r] W_o + b_o
-    d_zo = jax.vjp(lambda z: _clip(z, cfg.clip), z_o)[1](d_out)[0]
-    d_out_in = d_zo @ weights.out_kernel.T
-    d_h = d_state.controller.h + d_out_in[:, :d]
-    d_reads = d_state.reads + d_out_in[:, d:].reshape(b, hr, width)
+    ``d_state``: the cotangent of the step's new state, the output layer's share of ``h_t``
+    and ``r_t`` included; ``recurrent``: the LSTM kernel's rows of ``[r_{t-1}, h_{t-1}]``
+    (sliced once, outside the loop). Returns the cotangent of the previous state and the
+    pre-activation cotangents ``(dz_c, dz_h)``, from which :func:`_fused_scan_vjp` forms the
+    weight, bias and input gradients outside the time loop."""
+    hr, d = cfg.num_read, weights.head_kernel.shape[0]
+    b, width = d_state.reads.shape[0], d_state.reads.shape[-1]
+    c_prev, z_c, z_h = jnp.split(saved.rows, [d, 5 * d], axis=-1)
     d_w = jnp.concatenate([d_state.read_w, d_state.write_w], axis=1)
     d_memory, d_prev_w, *d_heads = ntm_memory.memory_step_backward(
-        hr, ntm_memory.EPS, saved, (d_state.memory, d_w, d_reads))
+        hr, ntm_memory.EPS, saved.memory, (d_state.memory, d_w, d_state.reads))
     # head layer: heads = activations(clip(z_h)), z_h = h W_h + b_h
-    d_p = head_activations_backward(ntm_memory.saved_heads(saved), d_heads)
+    d_p = head_activations_backward(ntm_memory.saved_heads(saved.memory), d_heads)
     d_zh = jax.vjp(lambda z: _clip(z, cfg.clip), z_h)[1](d_p)[0]
-    d_h = d_h + d_zh @ weights.head_kernel.T
+    d_h = d_state.controller.h + d_zh @ weights.head_kernel.T
     # controller (TensorFlow BasicLSTMCell)
     si, tj, sf, so, _, tanh_c = basic_lstm_gates(z_c, c_prev)
     d_c = d_state.controller.c + d_h * so * (1.0 - tanh_c * tanh_c)
     d_zc = jnp.concatenate([d_c * tj * si * (1.0 - si), d_c * si * (1.0 - tj * tj),
                             d_c * c_prev * sf * (1.0 - sf), d_h * tanh_c * so * (1.0 - so)],
                            axis=-1)
-    d_in = d_zc @ weights.lstm_kernel.T
-    i = k_in - d - hr * width
-    d_state_prev = NTMState(
-        LSTMState(d_in[:, k_in - d :], d_c * sf), d_memory, d_prev_w[:, :hr], d_prev_w[:, hr:],
-        d_in[:, i : k_in - d].reshape(b, hr, width), d_state.at_start)
-    return (jax.tree.map(jnp.zeros_like, weights), d_state_prev, d_in[:, :i],
-            (d_zc, d_zh, d_zo))
+    d_in = d_zc @ recurrent.T
+    d_prev = NTMState(
+        LSTMState(d_in[:, hr * width:], d_c * sf), d_memory, d_prev_w[:, :hr],
+        d_prev_w[:, hr:], d_in[:, : hr * width].reshape(b, hr, width), d_state.at_start)
+    return d_prev, (d_zc, d_zh)
 
 
-_fused_step.defvjp(_fused_step_fwd, _fused_step_bwd)
+def _fused_scan(cfg: _StepConfig, weights: NTMWeights, carry: NTMState,
+                features: Float[Array, "s b i"], keep: bool):
+    """``lax.scan`` of :func:`_fused_step_forward`: ``(final, (h_t, r_t[, saved]))``."""
+
+    def body(state, x):
+        state, saved = _fused_step_forward(cfg, weights, state, x)
+        ys = (state.controller.h, state.reads)
+        return state, (*ys, saved) if keep else ys
+
+    return jax.lax.scan(body, carry, features)
+
+
+def _output_layer(clip: float, weights: NTMWeights, hs: Float[Array, "s b d"],
+                  reads: Float[Array, "s b hr m"]):
+    """``o_t = clip([h_t, r_t] W_o + b_o)`` for all steps at once: ``(o, [h, r], z_o)``."""
+    out_in = jnp.concatenate([hs, reads.reshape(*reads.shape[:2], -1)], axis=-1)
+    z_o = out_in @ weights.out_kernel + weights.out_bias
+    return _clip(z_o, clip), out_in, z_o
+
+
+def _outer(z: Float[Array, "s b i"], g: Float[Array, "s b j"]):
+    """``(sum_t z_t^T g_t, sum_t g_t)``: a layer's weight and bias gradients over all steps."""
+    return jnp.einsum("sbi,sbj->ij", z, g), jnp.sum(g, axis=(0, 1))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _fused_scan_vjp(
+    cfg: _StepConfig, weights: NTMWeights, carry: NTMState, features: Float[Array, "s b i"]
+) -> tuple[NTMState, Float[Array, "s b o"]]:
+    """The segment on the jnp memory step, with a hand-written backward pass.
+
+    Forward: a scan of :func:`_fused_step_forward`, which keeps two buffers per step
+    (:class:`_StepSaved`) where autodiff of :func:`ntm_step`, keeping every intermediate, kept
+    ~45, each one written in every step of the scan and read back in the reverse loop; then the
+    output layer on all steps at once. Backward: the output layer's cotangents for all steps,
+    a reverse scan of :func:`_fused_step_backward`, then every weight and bias gradient (and the
+    inputs') as one matmul per layer over all steps (``dW = sum_t z_t^T dz_t``). Same values as
+    a scan of :func:`ntm_step`, same gradients up to float32 rounding.
+    """
+    final, (hs, reads) = _fused_scan(cfg, weights, carry, features, keep=False)
+    return final, _output_layer(cfg.clip, weights, hs, reads)[0]
+
+
+def _fused_scan_vjp_fwd(cfg, weights, carry, features):
+    final, (hs, reads, saved) = _fused_scan(cfg, weights, carry, features, keep=True)
+    outs, out_in, z_o = _output_layer(cfg.clip, weights, hs, reads)
+    return (final, outs), (weights, saved, carry.controller.h, carry.reads, out_in, z_o,
+                           features)
+
+
+def _fused_scan_vjp_bwd(cfg, res, cts):
+    weights, saved, h0, r0, out_in, z_o, features = res
+    d_final, d_outs = cts
+    s, b, i = features.shape
+    d, hr, width = h0.shape[-1], r0.shape[1], r0.shape[2]
+    g_o = jax.vjp(lambda z: _clip(z, cfg.clip), z_o)[1](d_outs)[0]
+    d_out_in = g_o @ weights.out_kernel.T  # the output layer's share of every h_t and r_t
+    recurrent = weights.lstm_kernel[i:]  # the rows of [r_{t-1}, h_{t-1}]
+
+    def body(d_state, inputs):
+        d_out_t, saved_t = inputs
+        d_state = d_state._replace(
+            controller=d_state.controller._replace(h=d_state.controller.h + d_out_t[:, :d]),
+            reads=d_state.reads + d_out_t[:, d:].reshape(b, hr, width))
+        return _fused_step_backward(cfg, weights, recurrent, saved_t, d_state)
+
+    d_carry, (g_c, g_h) = jax.lax.scan(body, d_final, (d_out_in, saved), reverse=True)
+    hs, r_after = out_in[..., :d], out_in[..., d:]
+    h_before = jnp.concatenate([h0[None], hs[:-1]])
+    r_before = jnp.concatenate([r0.reshape(1, b, -1), r_after[:-1]])
+    z_c = jnp.concatenate([features, r_before, h_before], axis=-1)  # LSTM input [x, r, h]
+    (dl_k, dl_b), (dh_k, dh_b), (do_k, do_b) = (
+        _outer(z_c, g_c), _outer(hs, g_h), _outer(out_in, g_o))
+    d_features = g_c @ weights.lstm_kernel[:i].T
+    return NTMWeights(dl_k, dl_b, dh_k, dh_b, do_k, do_b), d_carry, d_features
+
+
+_fused_scan_vjp.defvjp(_fused_scan_vjp_fwd, _fused_scan_vjp_bwd)
+
+
 def _scan_vjp(
     cfg: tuple, weights: NTMWeights, carry: NTMState, features: Float[Array, "s b i"]
 ) -> tuple[NTMState, Float[Array, "s b o"]]:
-    """``lax.scan`` of :func:`ntm_step` over a segment with a scheduled backward pass.
+    """A segment of :func:`ntm_step` on ``M^T`` with a scheduled backward pass: with the jnp
+    memory step (``impl`` resolving to ``"xla"``), :func:`_fused_scan_vjp`; with the Pallas
+    kernel, :func:`_remat_scan_vjp`. Either way the weight gradients are formed after the
+    reverse loop, one matmul per layer over all steps.
+
+    ``cfg``: :func:`ntm_step`'s keyword arguments as sorted ``(name, value)`` pairs
+    (``transposed=True``). Reverse mode only, as a ``custom_vjp`` (``grad``, ``vjp`` and
+    ``vmap`` of it work; ``jvp`` does not).
+    """
+    kw = dict(cfg)
+    if kw["transposed"] and dispatch.choose("ntm_memory_step", kw["impl"]) == "xla":
+        step_cfg = _StepConfig(kw["num_read"], kw["num_write"], kw["radius"], kw["clip"])
+        return _fused_scan_vjp(step_cfg, weights, carry, features)
+    return _remat_scan_vjp(cfg, weights, carry, features)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _remat_scan_vjp(
+    cfg: tuple, weights: NTMWeights, carry: NTMState, features: Float[Array, "s b i"]
+) -> tuple[NTMState, Float[Array, "s b o"]]:
+    """``lax.scan`` of :func:`ntm_step` (the Pallas kernel path) with a scheduled backward pass.
 
     Same values and gradients as autodiff of the plain scan (up to float32 summation order):
 
-    * the step's own backward: with the jnp memory step, :func:`_fused_step`'s hand-written
-      VJP (three saved buffers per step); with the Pallas kernel, rematerialisation by size: a
-      step's carry is kept, and of its intermediates those with fewer elements than one
-      sequence's memory (n m) (:func:`_smaller_than`, a ``jax.checkpoint`` policy), the rest
-      recomputed in the backward pass;
+    * the step's backward by autodiff, rematerialised by size: a step's carry is kept, and of
+      its intermediates those with fewer elements than one sequence's memory (n m)
+      (:func:`_smaller_than`, a ``jax.checkpoint`` policy), the rest recomputed in the
+      backward pass;
     * weight gradients out of the time loop: inside the scan the weights are constants and
       zero ``taps`` are added to the three pre-activations; their cotangents ``dz_t`` come out
       of the reverse scan, and ``dW = sum_t z_t^T dz_t``, ``db = sum_t dz_t`` are one matmul per
       layer over all steps (``z_t``: [x_t, r_{t-1}, h_{t-1}], h_t and [h_t, r_t]) instead of a
       weight-sized outer product accumulated in every step.
-
-    ``cfg``: :func:`ntm_step`'s keyword arguments as sorted ``(name, value)`` pairs. Reverse
-    mode only, as a ``custom_vjp`` (``grad``, ``vjp`` and ``vmap`` of them work; ``jvp`` does
-    not).
     """
     return _scan_taps(cfg, weights, carry, features, _zero_taps(weights, features))[:2]
 
@@ -432,23 +508,9 @@ def _smaller_than(size: int):
 
 
 def _scan_taps(cfg, weights, carry, features, taps):
-    """The scan with taps; also returns every step's h_t and r_t (the weight-gradient inputs).
-
-    With the jnp memory step (``impl`` resolving to ``"xla"``) each step is
-    :func:`_fused_step` (hand-written backward, three saved buffers per step); with the Pallas
-    kernel it is :func:`ntm_step` under autodiff, rematerialised by size.
-    """
-    kw = dict(cfg)
-    if kw["transposed"] and dispatch.choose("ntm_memory_step", kw["impl"]) == "xla":
-        step_cfg = _StepConfig(kw["num_read"], kw["num_write"], kw["radius"], kw["clip"])
-
-        def fused_body(state, inputs):
-            state, out = _fused_step(step_cfg, weights, state, inputs[0], inputs[1:])
-            return state, (out, state.controller.h, state.reads)
-
-        final, (outs, hs, rs) = jax.lax.scan(fused_body, carry, (features, *taps))
-        return final, outs, hs, rs
-    step = functools.partial(ntm_step, **kw)
+    """The rematerialised scan with taps; also returns every step's h_t and r_t (the
+    weight-gradient inputs)."""
+    step = functools.partial(ntm_step, **dict(cfg))
 
     def body(state, inputs):
         x, t = inputs[0], inputs[1:]
@@ -479,14 +541,11 @@ def _scan_vjp_bwd(cfg, res, cts):
     r_before = jnp.concatenate([r0.reshape(1, b, -1), r_after[:-1]])
     z_c = jnp.concatenate([features, r_before, h_before], axis=-1)  # LSTM input [x, r, h]
     z_o = jnp.concatenate([hs, r_after], axis=-1)  # output layer input [h, r]
-
-    def outer(z, g):
-        return jnp.einsum("sbi,sbj->ij", z, g), jnp.sum(g, axis=(0, 1))
-
-    (dl_k, dl_b), (dh_k, dh_b), (do_k, do_b) = outer(z_c, g_c), outer(hs, g_h), outer(z_o, g_o)
+    (dl_k, dl_b), (dh_k, dh_b), (do_k, do_b) = _outer(z_c, g_c), _outer(hs, g_h), _outer(z_o, g_o)
     return NTMWeights(dl_k, dl_b, dh_k, dh_b, do_k, do_b), d_carry, d_features
 
-_scan_vjp.defvjp(_scan_vjp_fwd, _scan_vjp_bwd)
+
+_remat_scan_vjp.defvjp(_scan_vjp_fwd, _scan_vjp_bwd)
 
 
 def token_bits(tokens: Int[Array, "..."], bits: int) -> Float[Array, "... bits"]:

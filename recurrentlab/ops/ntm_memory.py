@@ -238,13 +238,14 @@ class MemorySaved(NamedTuple):
     """What the backward pass of one memory step keeps, packed into few arrays (each one a
     buffer stacked over the steps of a scan).
 
-    ``per_slot`` stacks ``[w_{t-1}, w, K, w^c, w^g, w~, log max(w~, tiny)]`` on axis 1,
+    ``per_slot`` stacks ``[w_{t-1}, w, K, w^c]`` on axis 1 (the backward recomputes w^g, w~
+    and log w~ from them: three elementwise passes instead of three more saved buffers),
     ``per_width`` is ``[keys, erase, add]`` along the head axis, ``per_head`` is
     ``[beta, g, gamma, ||k||, s_{-r} .. s_r]`` along the last axis.
     """
 
     memory_t: Float[Array, "b m n"]  # M_{t-1}^T
-    per_slot: Float[Array, "b 7 h n"]
+    per_slot: Float[Array, "b 4 h n"]
     per_width: Float[Array, "b h+2hw m"]
     per_head: Float[Array, "b h 4+s"]
     slot_norm: Float[Array, "b n"]  # ||M_i||, floored
@@ -272,6 +273,12 @@ def _shift(w: jax.Array, shift: jax.Array, sign: int) -> jax.Array:
     return out
 
 
+def _shift_log(w_g: jax.Array, shift: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``w~ = shift(w^g)`` (eq. 8) and ``log max(w~, tiny)``, sharpening's log-space input."""
+    w_s = _shift(w_g, shift, 1)
+    return w_s, jnp.log(jnp.maximum(w_s, jnp.finfo(w_s.dtype).tiny))
+
+
 def _write_t(memory_t, write_w, erase, add):
     """Erase/add of every write head in order on ``M^T``; also the memory before each head."""
     before = []
@@ -292,13 +299,12 @@ def memory_step_forward(hr: int, eps: float, memory_t, prev_w, key, beta, gate, 
     scores = dot / (key_norm[:, :, None] * slot_norm[:, None, :] + eps)  # K (eq. 6)
     w_c = jax.nn.softmax(beta[..., None] * scores, axis=-1)  # eq. 5
     w_g = interpolate(w_c, prev_w, gate)  # eq. 7
-    w_s = circular_shift(w_g, shift)  # eq. 8
-    log_w = jnp.log(jnp.maximum(w_s, jnp.finfo(w_s.dtype).tiny))
+    w_s, log_w = _shift_log(w_g, shift)  # eq. 8
     w = jax.nn.softmax(gamma[..., None] * log_w, axis=-1)  # eq. 9 in log space
     reads = jnp.einsum("bhn,bmn->bhm", w[:, :hr], memory_t)  # reads see M_{t-1} (eq. 2)
     new_memory_t, _ = _write_t(memory_t, w[:, hr:], erase, add)  # eqs. 3-4
     saved = MemorySaved(
-        memory_t, jnp.stack([prev_w, w, scores, w_c, w_g, w_s, log_w], axis=1),
+        memory_t, jnp.stack([prev_w, w, scores, w_c], axis=1),
         jnp.concatenate([key, erase, add], axis=1),
         jnp.concatenate([jnp.stack([beta, gate, gamma, key_norm], axis=-1), shift], axis=-1),
         slot_norm)
@@ -332,8 +338,10 @@ def memory_step_backward(hr: int, eps: float, saved: MemorySaved, cotangents):
     (the outer products of all heads in one), the rest elementwise on [b, h, n].
     """
     memory_t, per_slot, _, per_head, slot_norm = saved
-    prev_w, w, scores, w_c, w_g, w_s, log_w = (per_slot[:, i] for i in range(7))
+    prev_w, w, scores, w_c = (per_slot[:, i] for i in range(4))
     key, beta, gate, shift, gamma, erase, add = saved_heads(saved)
+    w_g = interpolate(w_c, prev_w, gate)  # recomputed as in the forward pass
+    w_s, log_w = _shift_log(w_g, shift)
     hw = erase.shape[1]
     key_norm = per_head[..., 3]
     d_memory, d_w, d_reads = cotangents
