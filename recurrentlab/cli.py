@@ -21,6 +21,7 @@ import json
 import sys
 from pathlib import Path
 
+from recurrentlab import xla_cpu
 from recurrentlab.data.base import SPLITS
 from recurrentlab.errors import ArgumentError, RecurrentLabError
 from recurrentlab.hostmem import reuse_freed_host_memory
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"'{args.command}' takes no --config.* overrides (got {overrides[0]})")
     try:
         reuse_freed_host_memory()  # before JAX's first computation (recurrentlab.hostmem)
+        xla_cpu.check_mode()  # a bad RECURRENTLAB_XLA_CPU_OPTIONS stops before any write
         if getattr(args, "workdir", None) is not None:
             check_workdir_path(args.workdir)
         return args.run(args, overrides)

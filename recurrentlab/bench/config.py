@@ -27,6 +27,8 @@ def bench_config(kind: str = "throughput") -> ml_collections.ConfigDict:
     c.warmup = 2  # untimed repeats after compilation
     c.repeats = 5  # timed repeats (interleaved with the peers'); the median is reported
     c.steps_per_repeat = 2  # train steps per timed repeat (one block_until_ready at its end)
+    c.min_repeat_s = 0.0  # > 0: each side's steps per repeat raised to last this long
+    #                       (measure.calibrate_steps); 0: steps_per_repeat for every side
     c.generate_tokens = 16  # timed greedy tokens for generation latency; 0 skips it
     c.threads = 0  # torch CPU threads; 0 = the CPUs XLA's own pool uses (sched_getaffinity)
     c.peers = ("lstm_scan", "flax", "torch", "jax_rnn")  # peer columns for lstm entries

@@ -20,6 +20,7 @@ Peak memory has two sources, and every number says which one it is:
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -198,6 +199,25 @@ def interleaved_times(runs: dict[str, Callable[[], Any]], *, warmup: int, repeat
     return times
 
 
+def calibrate_steps(prepared: dict[str, Any], min_repeat_s: float) -> dict[str, int]:
+    """Raise each prepared run's ``steps_per_repeat`` so that one repeat lasts at least
+    ``min_repeat_s`` (as ``timeit``'s autorange sizes its loops); return the new counts.
+
+    Timed interleaved, a fast step right after a slow peer's runs on the caches the peer left
+    cold: the NTM's batch-32 step of ``experiments/bench/recurrent_vs_torch.py`` takes ~17 ms
+    right after a torch step and ~14.7 ms from the second step on (one core, median of 6). A
+    repeat of a few fast steps then times the switch between the two more than training, which
+    runs step after step. Each run is called twice; the second call's time sets the count.
+    """
+    for run in prepared.values():
+        run.run()
+        start = time.perf_counter()
+        run.run()
+        per_step = (time.perf_counter() - start) / run.steps_per_repeat
+        run.steps_per_repeat = max(run.steps_per_repeat, math.ceil(min_repeat_s / per_step))
+    return {name: run.steps_per_repeat for name, run in prepared.items()}
+
+
 def rate(times: list[float], *, tokens_per_run: int, steps_per_run: int) -> dict[str, Any]:
     """Tokens/s and ms per step from the median of ``times``."""
     seconds = statistics.median(times)
@@ -224,10 +244,13 @@ class PreparedTrain:
         self.compiled, times = compile_step(step, (state, rest, fresh_carry, batch))
         self._args = (rest, fresh_carry, batch)
         self._graphdef, self._state = graphdef, state
-        self.steps_per_repeat = steps_per_repeat
-        self.tokens_per_run = tokens_per_step(config) * steps_per_repeat
+        self.steps_per_repeat, self.tokens_per_step = steps_per_repeat, tokens_per_step(config)
         self.info = {"compile_s": times["total_s"], "compile": times,
                      "params": count_params(state.params)}
+
+    @property
+    def tokens_per_run(self) -> int:
+        return self.tokens_per_step * self.steps_per_repeat
 
     def run(self) -> None:
         s = self._state

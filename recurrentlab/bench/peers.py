@@ -54,6 +54,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from recurrentlab import xla_cpu
 from recurrentlab.bench import measure
 
 PEERS = ("lstm_scan", "flax", "torch", "torch_aten", "matmul_floor", "jax_rnn",
@@ -127,10 +128,13 @@ class PreparedPeer:
     def __init__(self, step_once, *, steps_per_repeat: int, tokens_per_step: int,
                  sync=lambda: None, info: dict[str, Any] | None = None, memory=dict):
         self._step_once, self._sync = step_once, sync
-        self.steps_per_repeat = steps_per_repeat
-        self.tokens_per_run = tokens_per_step * steps_per_repeat
+        self.steps_per_repeat, self.tokens_per_step = steps_per_repeat, tokens_per_step
         self.info = dict(info or {})
         self.memory = memory
+
+    @property
+    def tokens_per_run(self) -> int:
+        return self.tokens_per_step * self.steps_per_repeat
 
     def run(self) -> None:
         for _ in range(self.steps_per_repeat):
@@ -268,7 +272,7 @@ def _jax_peer(loss_fn, params, carry, config, vocab_size, *, steps_per_repeat) -
     x, y = jnp.asarray(batch["inputs"]), jnp.asarray(batch["targets"])
     holder = {"params": params, "opt_state": tx.init(params), "carry": carry}
     compiled, times = measure.compile_step(
-        jax.jit(train_step), (holder["params"], holder["opt_state"], holder["carry"], x, y))
+        xla_cpu.jit(train_step), (holder["params"], holder["opt_state"], holder["carry"], x, y))
 
     def step_once():
         p, o, c, loss = compiled(holder["params"], holder["opt_state"], holder["carry"], x, y)
@@ -386,7 +390,7 @@ def prepare_matmul_floor(config: ml_collections.ConfigDict, vocab_size: int, *,
             d_x = d_z @ w_ih.T
         return d_x, grads
 
-    compiled, times = measure.compile_step(jax.jit(products), (weights, decoder, x0))
+    compiled, times = measure.compile_step(xla_cpu.jit(products), (weights, decoder, x0))
     holder = {}
 
     def step_once():

@@ -38,12 +38,27 @@ def _environment(env: dict[str, Any]) -> list[str]:
 
 
 def _steps(rows: list[dict[str, Any]], result: dict[str, Any]) -> str:
-    """Steps per repeat: the config's, or per row where entries set their own."""
-    steps = {r["label"]: r.get("steps_per_repeat", result["config"]["steps_per_repeat"])
-             for r in rows}
-    if len(set(steps.values())) <= 1:
-        return str(next(iter(steps.values()), result["config"]["steps_per_repeat"]))
-    return "(" + ", ".join(f"{k} {v}" for k, v in steps.items()) + ")"
+    """Steps per repeat: the config's, or per row (and side) where they differ."""
+    steps = {}
+    for r in rows:
+        sides = {"ours": r.get("steps_per_repeat", result["config"]["steps_per_repeat"])}
+        sides |= {p: m["steps_per_repeat"] for p, m in r["peers"].items()
+                  if "steps_per_repeat" in m}
+        steps[r["label"]] = sides
+    counts = {n for sides in steps.values() for n in sides.values()}
+    if len(counts) <= 1:
+        return str(next(iter(counts), result["config"]["steps_per_repeat"]))
+    if all(len(sides) == 1 for sides in steps.values()):
+        return "(" + ", ".join(f"{label} {sides['ours']}" for label, sides in steps.items()) + ")"
+    return "(" + "; ".join(f"{label}: " + ", ".join(f"{side} {n}" for side, n in sides.items())
+                           for label, sides in steps.items()) + ")"
+
+
+def _calibrated(result: dict[str, Any]) -> str:
+    seconds = result["config"].get("min_repeat_s", 0)
+    return (f" (each side's steps raised so that a repeat lasts >= {seconds} s: a fast step "
+            "right after a slow peer's runs on cold caches; `measure.calibrate_steps`)"
+            if seconds else "")
 
 
 def _peak_note(rows: list[dict[str, Any]]) -> str:
@@ -83,8 +98,8 @@ def throughput_markdown(result: dict[str, Any]) -> list[str]:
     lines.append(_peak_note(rows))
     lines.append("Tokens/s: the full train step (K-segment scan, gradients, Adam update), median "
                  f"of {result['config']['repeats']} repeats of {_steps(rows, result)} "
-                 f"consecutive steps after {result['config']['warmup']} warmup repeats, "
-                 "each repeat ending in "
+                 f"consecutive steps after {result['config']['warmup']} warmup repeats"
+                 f"{_calibrated(result)}, each repeat ending in "
                  "`block_until_ready`; a row's implementation and its peers are timed "
                  "interleaved (one repeat of each per round, rotating the order), so load from "
                  "other processes falls on all of them alike. Compile s: lowering + XLA "

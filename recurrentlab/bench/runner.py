@@ -102,15 +102,18 @@ def throughput(config: ml_collections.ConfigDict, log: Callable[[str], None],
                 skipped[peer] = {"skipped": got}
             else:
                 prepared[peer] = got
+        if config.min_repeat_s > 0:
+            log(f"[bench] {label}: steps per repeat for >= {config.min_repeat_s} s: "
+                f"{measure.calibrate_steps(prepared, config.min_repeat_s)}")
         log(f"[bench] {label}: timing {', '.join(prepared)} interleaved")
         times = measure.interleaved_times({k: v.run for k, v in prepared.items()},
                                           warmup=config.warmup, repeats=config.repeats)
         measured = {k: {**measure.rate(times[k], tokens_per_run=v.tokens_per_run,
-                                       steps_per_run=steps), **v.info, **v.memory()}
+                                       steps_per_run=v.steps_per_repeat),
+                        "steps_per_repeat": v.steps_per_repeat, **v.info, **v.memory()}
                     for k, v in prepared.items()}
         result = measured.pop("ours")
-        row = {"label": label, "model": entry.model.name, **_shape(rc),
-               "steps_per_repeat": steps, **result}
+        row = {"label": label, "model": entry.model.name, **_shape(rc), **result}
         for m in measured.values():
             m["ratio"] = result["tokens_per_sec"] / m["tokens_per_sec"]
         row["peers"] = {p: measured.get(p) or skipped[p] for p in config.peers}
@@ -247,6 +250,8 @@ def run_bench(config: ml_collections.ConfigDict, out: str | Path | None = None, 
     unknown = [p for p in config.peers if p not in peers.PEERS]
     if unknown:
         raise ConfigError(f"unknown peer(s) {unknown}; known: {', '.join(peers.PEERS)}")
+    if not config.min_repeat_s >= 0:  # also refuses NaN
+        raise ConfigError(f"min_repeat_s must be >= 0 seconds, got {config.min_repeat_s}")
     for label, e in config.entries.items():
         if _steps_per_repeat(config, e) < 1:
             raise ConfigError(f"bench entry '{label}': steps_per_repeat must be >= 1 (0 in an "

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from recurrentlab import xla_cpu
 from recurrentlab.errors import RecurrentLabError
 from recurrentlab.hostmem import reuse_freed_host_memory
 from recurrentlab.sweep.spec import RunSpec
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         reuse_freed_host_memory()  # before JAX's first computation (recurrentlab.hostmem)
+        xla_cpu.check_mode()  # a bad RECURRENTLAB_XLA_CPU_OPTIONS stops before any write
         if len(argv) != 1:
             raise RecurrentLabError(f"usage: python -m recurrentlab.sweep.run_one RUN_JSON "
                                     f"(got {len(argv)} arguments)")

@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from recurrentlab import xla_cpu
 from recurrentlab.data import bit_error_counts, episode_sums
 from recurrentlab.models.base import reset_carry
 from recurrentlab.train.step import window_outputs
@@ -123,7 +124,7 @@ class Evaluator:
             return window_outputs(model, carry, batch, segment_len=segment_len)
 
         self._start = jax.jit(eval_start, out_shardings=rows)
-        self._window = jax.jit(eval_window, out_shardings=rows)
+        self._window = xla_cpu.jit(eval_window, out_shardings=rows)
 
     def __call__(self, params: nnx.State, split: str) -> dict[str, float]:
         """Loss, bits, accuracy and episode metrics of ``split`` under ``params``."""

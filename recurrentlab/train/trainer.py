@@ -25,6 +25,7 @@ import ml_collections
 import optax
 from flax import nnx
 
+from recurrentlab import xla_cpu
 from recurrentlab.config import (
     check_stop_when,
     config_hash,
@@ -209,7 +210,8 @@ def make_train_step(graphdef, config: ml_collections.ConfigDict, tx: optax.Gradi
     # The state is donated: XLA updates params and optimiser state in place instead of
     # allocating and copying a second set (measured ~4% of an LSTM step on CPU; on an
     # accelerator it halves the state's memory). Callers must not reuse a state they passed in.
-    return jax.jit(train_step, donate_argnums=0)
+    # On CPU it compiles with recurrentlab.xla_cpu's options.
+    return xla_cpu.jit(train_step, donate_argnums=0)
 
 
 def init_train_state(model: nnx.Module, config: ml_collections.ConfigDict,
