@@ -23,15 +23,22 @@ Tried and left out: ``xla_cpu_prefer_vector_width=512`` (AVX-512 CPUs): another 
 step on this machine's AMD EPYC, but it changes reduction orders, so values move in the last
 bits (5e-6 in the NTM's parameters after 3 steps), and whether it pays depends on the CPU.
 
-Accelerator backends are untouched: the options are given to CPU compilations only (an
-accelerator's compiler does not know them). ``RECURRENTLAB_XLA_CPU_OPTIONS=default`` compiles
-with XLA's defaults; ``tuned`` (or unset) with the options above. The mode is read when a step
-is compiled; :func:`check_mode` lets a command refuse a bad value before it writes anything.
+Accelerator backends are untouched: the options go to jitted functions built while JAX's
+default backend is the CPU (an accelerator's compiler does not know them). An XLA that does not
+know an option (a jaxlib other than the ones tested) would fail every compilation, so the
+options are tried once per process on a trivial function; if XLA refuses them, a warning says
+so and everything compiles with XLA's defaults. ``RECURRENTLAB_XLA_CPU_OPTIONS=default``
+compiles with XLA's defaults; ``tuned`` (or unset) with the options above. The mode and the
+backend are read when a jitted function is built (``make_train_step``, the ``Evaluator``), not
+when it compiles; :func:`check_mode` lets a command refuse a bad value before it writes
+anything.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -62,11 +69,32 @@ def compiler_options(backend: str | None = None) -> dict[str, Any] | None:
         import jax  # here, not at module import: the CLI's argument errors stay instant
 
         backend = jax.default_backend()
-    return dict(TUNED) if backend == "cpu" else None
+    if backend != "cpu":
+        return None
+    options = tuple(sorted(TUNED.items()))
+    return dict(options) if _accepted(options) else None
+
+
+@functools.cache
+def _accepted(options: tuple[tuple[str, Any], ...]) -> bool:
+    """Whether XLA compiles a trivial CPU function with ``options`` (warns once if not)."""
+    import jax
+    import jax.numpy as jnp
+
+    try:
+        jax.jit(jnp.negative).lower(jnp.zeros(2)).compile(compiler_options=dict(options))
+    except Exception as error:  # noqa: BLE001 -- XLA reports an unknown option as it likes
+        warnings.warn(f"recurrentlab.xla_cpu: XLA refused the compile options {dict(options)} "
+                      f"({str(error).splitlines()[0]}); compiling with XLA's defaults",
+                      stacklevel=3)
+        return False
+    return True
 
 
 def jit(fun: Callable, **kwargs: Any) -> Callable:
-    """``jax.jit(fun, **kwargs)`` compiled with :func:`compiler_options`."""
+    """``jax.jit(fun, **kwargs)`` compiled with :func:`compiler_options` (a
+    ``compiler_options`` in ``kwargs`` is added to them and wins)."""
     import jax
 
-    return jax.jit(fun, compiler_options=compiler_options(), **kwargs)
+    options = {**(compiler_options() or {}), **(kwargs.pop("compiler_options", None) or {})}
+    return jax.jit(fun, compiler_options=options or None, **kwargs)

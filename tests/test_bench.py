@@ -235,9 +235,12 @@ def test_an_entry_sets_its_own_steps_per_repeat_and_bad_counts_stop_at_the_door(
     with pytest.raises(ConfigError, match="'own': steps_per_repeat must be >= 1"):
         run_bench(config, tmp_path / "refused", log=lambda line: None)
     assert not (tmp_path / "refused").exists()
-    config.entries.own.steps_per_repeat, config.min_repeat_s = 3, -0.1
-    with pytest.raises(ConfigError, match="min_repeat_s must be >= 0 seconds, got -0.1"):
-        run_bench(config, tmp_path / "refused", log=lambda line: None)
+    config.entries.own.steps_per_repeat = 3
+    for bad in (-0.1, float("inf"), float("nan")):
+        config.min_repeat_s = bad
+        with pytest.raises(ConfigError, match=f"min_repeat_s must be >= 0 seconds and finite, "
+                                              f"got {bad}"):
+            run_bench(config, tmp_path / "refused", log=lambda line: None)
     assert not (tmp_path / "refused").exists()
 
 

@@ -30,6 +30,17 @@ def test_the_options_go_to_cpu_compilations_only_and_default_turns_them_off(monk
         xla_cpu.compiler_options("cpu")
 
 
+def test_options_this_xla_refuses_warn_once_and_fall_back_to_the_defaults(monkeypatch):
+    """A jaxlib that does not know an option would fail every compilation: the options are
+    tried on a trivial function first."""
+    monkeypatch.delenv(xla_cpu.XLA_CPU_OPTIONS_ENV, raising=False)
+    monkeypatch.setitem(xla_cpu.TUNED, "xla_cpu_no_such_option", True)
+    with pytest.warns(UserWarning, match="XLA refused the compile options"):
+        assert xla_cpu.compiler_options("cpu") is None
+    step = xla_cpu.jit(lambda x: 2 * x)  # compiles, with XLA's defaults
+    np.testing.assert_array_equal(step(np.arange(3.0)), [0.0, 2.0, 4.0])
+
+
 def _ntm_train(monkeypatch, mode: str) -> PreparedTrain:
     monkeypatch.setenv(xla_cpu.XLA_CPU_OPTIONS_ENV, mode)
     config = load_config_file(ROOT / "experiments/bench/recurrent_vs_torch.py", "tiny")

@@ -27,38 +27,67 @@ torch gets one thread). torch's OpenMP threads degrade far more than XLA's pool 
 processes compete for the cores (the NTM peer ran 7-30x slower with 2 threads on a loaded
 2-core machine than with 1), which makes unpinned ratios on a busy machine meaningless.
 
-Measured on an idle 2-core CPU, ``taskset -c 0``, torch 2.13 CPU, jax 0.10.2, ours ÷ torch.
-"before" is the code of 62cb1e0 under this file's settings of then (1 warmup, 3 repeats of 1
-step); the rest under today's (3 warmup repeats, then 5 repeats of 2 steps, 10 at batch 1),
-each a separate run of the command. "no reuse" is 7918225 under
-``RECURRENTLAB_HOST_MEMORY=default``, "reuse" the same code as it runs by default (freed host
-memory reused), "NTM bwd" adds the NTM's hand-written backward pass (571fcd3):
+Measured on an idle 2-core CPU, ``taskset -c 0``, torch 2.13 CPU, jax 0.10.2, ours ÷ torch,
+each a separate run of the command. Today's settings: 3 warmup repeats, then 5 repeats, each
+side's repeat at least 2 steps and at least 0.25 s (``min_repeat_s``, calibrated per side by
+``measure.calibrate_steps``: ours ran 14-16 steps at batch 32 and 163-184 at batch 1, torch 2
+and 4-5). Earlier columns ran 5 repeats of 2 steps (10 at batch 1) for both sides; "before" is
+62cb1e0 under this file's settings of then (1 warmup, 3 repeats of 1 step). "no reuse" is
+7918225 under ``RECURRENTLAB_HOST_MEMORY=default``, "reuse" the same code as it runs by default
+(freed host memory reused), "NTM bwd" adds the NTM's hand-written step backward (571fcd3),
+"seg bwd + RA" the segment's backward written out and XLA's copy-insertion region analysis
+(c654362, b6511c4; ``recurrentlab.xla_cpu``), "calibrated" the same code timed with today's
+settings:
 
-======== ====== ======== ============ ===================== ======
-entry    before no reuse reuse        NTM bwd               target
-======== ====== ======== ============ ===================== ======
-sha_rnn  0.99   1.23     1.42, 1.41   1.43, 1.41, 1.43      >= 1.3
-ntm_b32  12.74  13.08    12.32, 13.25 17.69, 18.95, 18.82   >= 20
-ntm_b1   19.92  45.16    32.67, 32.02 42.55, 39.55, 39.26   >= 25
-======== ====== ======== ============ ===================== ======
+======== ====== ======== ============ ===================
+entry    before no reuse reuse        NTM bwd
+======== ====== ======== ============ ===================
+sha_rnn  0.99   1.23     1.42, 1.41   1.43, 1.41, 1.43
+ntm_b32  12.74  13.08    12.32, 13.25 17.69, 18.95, 18.82
+ntm_b1   19.92  45.16    32.67, 32.02 42.55, 39.55, 39.26
+======== ====== ======== ============ ===================
 
-The NTM at batch 32 is not at its target in these runs: our step is 17.4-19.0 ms in the bench,
-and the torch peer's moves between 3,644 and 4,268 tokens/s from run to run (308-360 ms per
-step). With ``--config.entries.ntm_b32.steps_per_repeat=10`` (steady state, as ``ntm_b1``)
-one run gave 20.33 (our step 17.5 ms, torch 3,684 tokens/s), with 6 steps 18.79. Alone, one
-core, min of 15 after warmup: 21.5 ms before the hand-written backward, 15.7 ms after. What
-made the difference (each measured interleaved in one process on one core):
+======== =================== =================== ======
+entry    seg bwd + RA        calibrated          target
+======== =================== =================== ======
+sha_rnn  1.41, 1.45, 1.39    1.38, 1.46, 1.45    >= 1.3
+ntm_b32  18.12, 19.14, 18.79 20.40, 22.96, 20.14 >= 20
+ntm_b1   42.17, 47.58, 39.54 67.00, 69.91, 69.74 >= 25
+======== =================== =================== ======
+
+Why calibrated repeats: timed interleaved, our fast step right after a torch step runs on the
+caches the peer left cold. At batch 32 it takes 17.0 ms right after a torch step and 14.7 ms
+from the second step on (median of 6 rounds of a torch step and 12 of ours, one core), so a
+repeat of 2 steps timed the switch between the two programs as much as training, which runs
+step after step. torch's first step after 16 of ours is 316 ms against 308-309 ms for the
+next ones (3%). At batch 1 the effect is larger (1.4-1.5 ms a step in 10-step repeats, 0.9-1.0
+in 160-180-step ones). The torch peer's own speed moves from run to run (at batch 32,
+3,574-4,786 tokens/s today, 3,644-4,268 in earlier sessions), and the ratio with it; at batch
+32 our step is 15.9-16.0 ms in the calibrated runs (14.7-15.1 ms alone, one core, min of 30).
+
+What made the NTM's batch-32 step faster, each measured interleaved in one process on one core
+(min of 30 after warmup unless said): 21.5 -> 15.7 ms (min of 15) from the step's hand-written
+backward (below); then 16.3 -> 15.4 ms from region analysis (``recurrentlab.xla_cpu``: 41 loop
+copies instead of 69), and ~2% from writing out the whole segment's backward
+(``models/ntm._fused_scan_vjp``: no zero taps built and carried, the output layer on all steps
+at once, the unused controller input and three of the seven saved weightings no longer stored
+per step). Before that:
 
 * the memory step's hand-written VJP (``ops/ntm_memory.memory_step_backward``): 41 steps of
   the memory alone, forward and backward at batch 32, 16.9 -> 8.5 ms. Among its forms, the
   outer products of all heads as one batched matmul and the erase/add gradients as batched
   matrix-vector products were each worth 0.6-3 ms over elementwise products and reductions;
-* the NTM time step as one ``custom_vjp`` (``models/ntm._fused_step``) keeping three buffers
+* the NTM time step as one ``custom_vjp`` (then ``models/ntm._fused_step``; its forward and
+  backward are now ``_fused_step_forward`` and ``_fused_step_backward``) keeping three buffers
   per step (autodiff keeping every intermediate kept ~45, each a buffer stacked in the forward
   loop and read back in the reverse loop: 103 XLA operations per forward step, now 61); the head
   activations' backward from their saved outputs (``head_activations_backward``, 3%).
 
-Tried and dropped this session (no gain beyond noise, or slower): reductions instead of
+Tried and dropped (no gain beyond noise, or slower): in the latest round, the content key's
+gradient and the content dot as per-head matrix-vector products, the bias gradients folded
+into the weight gradients' matmuls (a column of ones), the sharpening's maximum taken over w~
+instead of gamma log w~, ``xla_cpu_prefer_vector_width=512`` (-3% on this AMD EPYC but it
+changes reduction orders: ``recurrentlab.xla_cpu``); earlier: reductions instead of
 batched dots in the memory backward (stacked into one reduction: 2x slower), the batch on the
 minor axis ([m, n, b] memory: 10x slower, XLA's CPU reductions over major axes), the step in
 batch chunks of 8 or 16, ``scan`` unroll 2 and 4, ``jax.checkpoint`` policies other than
@@ -67,7 +96,10 @@ concurrency scheduler, fast math). The circular shift is now slices of one padde
 of ``jnp.roll`` per shift (same speed, kept: one concatenate, and any radius wraps).
 What is left at batch 32 is bandwidth: ~17 passes over [b, m, n]-sized arrays per reverse
 step (the saved memory, the memory cotangent, the products of both), each ~10 us at batch 32,
-because XLA fuses no reductions along different axes into one pass.
+because XLA fuses no reductions along different axes into one pass. Outside the loops: the
+weight gradients (~0.9 ms, near the matmul peak), and ~0.6 ms zero-filling the scan's ~26 MB
+of stacked residuals before the forward loop (JAX's scan lowers its stacked outputs' buffers
+to a broadcast of zeros, on every backend in jax 0.10).
 
 Our SHA-RNN step went from 494 to 321-345 ms, the torch peer's from 486 to 456-487 ms (both
 run in this process, so torch gains from the host-memory setting too). What made the

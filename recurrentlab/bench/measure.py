@@ -213,7 +213,7 @@ def calibrate_steps(prepared: dict[str, Any], min_repeat_s: float) -> dict[str, 
         run.run()
         start = time.perf_counter()
         run.run()
-        per_step = (time.perf_counter() - start) / run.steps_per_repeat
+        per_step = max((time.perf_counter() - start) / run.steps_per_repeat, 1e-9)
         run.steps_per_repeat = max(run.steps_per_repeat, math.ceil(min_repeat_s / per_step))
     return {name: run.steps_per_repeat for name, run in prepared.items()}
 

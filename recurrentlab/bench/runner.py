@@ -21,6 +21,7 @@ import datetime
 import glob
 import importlib.metadata
 import json
+import math
 import os
 import platform
 from collections.abc import Callable
@@ -250,8 +251,9 @@ def run_bench(config: ml_collections.ConfigDict, out: str | Path | None = None, 
     unknown = [p for p in config.peers if p not in peers.PEERS]
     if unknown:
         raise ConfigError(f"unknown peer(s) {unknown}; known: {', '.join(peers.PEERS)}")
-    if not config.min_repeat_s >= 0:  # also refuses NaN
-        raise ConfigError(f"min_repeat_s must be >= 0 seconds, got {config.min_repeat_s}")
+    if not (math.isfinite(config.min_repeat_s) and config.min_repeat_s >= 0):
+        raise ConfigError(f"min_repeat_s must be >= 0 seconds and finite, got "
+                          f"{config.min_repeat_s}")
     for label, e in config.entries.items():
         if _steps_per_repeat(config, e) < 1:
             raise ConfigError(f"bench entry '{label}': steps_per_repeat must be >= 1 (0 in an "

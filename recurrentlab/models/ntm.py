@@ -20,9 +20,10 @@ The memory math lives in :mod:`recurrentlab.ops.ntm_memory` (``memory_step``, wi
 kernel behind ``impl``); :func:`ntm_step` is the pure cell step, driven by ``jax.lax.scan``.
 The backward pass is scheduled by hand (:func:`_scan_vjp`). With the jnp memory step (CPU,
 ``impl="xla"``) the segment is :func:`_fused_scan_vjp`: a scan of :func:`_fused_step_forward`
-that keeps two buffers per step (:class:`_StepSaved`) where autodiff keeping every intermediate
-kept ~45, the output layer applied to all steps at once after the scan, and a reverse scan of
-:func:`_fused_step_backward`, written out (the memory's in
+that keeps six arrays per step (:class:`_StepSaved`: the memory step's five and one row of
+pre-activations) where autodiff keeping every intermediate kept ~45, the output layer applied
+to all steps at once after the scan, and a reverse scan of :func:`_fused_step_backward`,
+written out (the memory's in
 :func:`recurrentlab.ops.ntm_memory.memory_step_backward`, the head activations' in
 :func:`head_activations_backward`, the LSTM's by its equations): at batch 32 on CPU the train
 step went from ~21.5 to ~16 ms. With the Pallas kernel the step is :func:`ntm_step` under
@@ -397,7 +398,7 @@ def _fused_scan_vjp(
 ) -> tuple[NTMState, Float[Array, "s b o"]]:
     """The segment on the jnp memory step, with a hand-written backward pass.
 
-    Forward: a scan of :func:`_fused_step_forward`, which keeps two buffers per step
+    Forward: a scan of :func:`_fused_step_forward`, which keeps six arrays per step
     (:class:`_StepSaved`) where autodiff of :func:`ntm_step`, keeping every intermediate, kept
     ~45, each one written in every step of the scan and read back in the reverse loop; then the
     output layer on all steps at once. Backward: the output layer's cotangents for all steps,

@@ -15,7 +15,6 @@ import dataclasses
 import math
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -123,7 +122,7 @@ class Evaluator:
             carry = reset_carry(carry, model.init_carry(batch_size), batch["reset"])
             return window_outputs(model, carry, batch, segment_len=segment_len)
 
-        self._start = jax.jit(eval_start, out_shardings=rows)
+        self._start = xla_cpu.jit(eval_start, out_shardings=rows)
         self._window = xla_cpu.jit(eval_window, out_shardings=rows)
 
     def __call__(self, params: nnx.State, split: str) -> dict[str, float]:
