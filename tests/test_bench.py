@@ -13,6 +13,7 @@ from pathlib import Path
 import jax
 import pytest
 
+from recurrentlab import xla_cpu
 from recurrentlab.bench import bench_config, entry, measure, peers, run_bench, to_markdown
 from recurrentlab.cli import main
 from recurrentlab.config import load_config_file
@@ -55,6 +56,9 @@ def test_bench_cli_writes_markdown_and_json_with_the_expected_columns(tmp_path):
     assert memory["argument"] >= 4 * row["params"]  # float32 params are step arguments
     assert row["generation"]["ms_per_token"] > 0
     assert result["environment"]["torch_threads"] == peers.jax_threads()
+    options = result["environment"]["xla_cpu_options"]  # what the steps compiled with
+    assert options == (xla_cpu.compiler_options("cpu") or {})
+    assert f"XLA CPU options {options} (recurrentlab.xla_cpu)" in markdown
 
     assert row["peers"]["matmul_floor"]["tokens_per_sec"] > 0  # the bound, in the same run
     if HAS_TORCH:  # the peer column appears, with a ratio measured in the same run

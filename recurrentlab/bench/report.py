@@ -30,7 +30,8 @@ def _environment(env: dict[str, Any]) -> list[str]:
         f"torch {env['torch']}, {env['cpus_available']} CPUs available, "
         f"torch threads {env['torch_threads']}, XLA_FLAGS='{env['xla_flags']}', "
         f"CPU dispatch {'async' if env.get('cpu_async_dispatch', True) else 'sync'} "
-        f"(recurrentlab.hostmem), {env['date_utc']} UTC, code {env.get('code_version', '?')}.",
+        f"(recurrentlab.hostmem), XLA CPU options {env.get('xla_cpu_options', '?')} "
+        f"(recurrentlab.xla_cpu), {env['date_utc']} UTC, code {env.get('code_version', '?')}.",
         "",
         "Wall-clock numbers on a machine that may be running other work are noisy; compare the "
         "ratios measured within one run, not absolute numbers across runs.",

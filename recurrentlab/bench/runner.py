@@ -32,6 +32,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from recurrentlab import xla_cpu
 from recurrentlab.bench import measure, peers
 from recurrentlab.bench.config import KINDS
 from recurrentlab.bench.report import to_markdown
@@ -52,6 +53,7 @@ def environment(config: ml_collections.ConfigDict) -> dict[str, Any]:
         "torch_threads": torch_threads(config),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "cpu_async_dispatch": bool(jax.config.values.get("jax_cpu_enable_async_dispatch", True)),
+        "xla_cpu_options": xla_cpu.compiler_options("cpu") or {},  # as a CPU step compiles
         "code_version": code_version(),
     }
     for package in ("flax", "optax", "torch"):
