@@ -55,6 +55,10 @@ ntm_b32  18.12, 19.14, 18.79 20.40, 22.96, 20.14 >= 20
 ntm_b1   42.17, 47.58, 39.54 67.00, 69.91, 69.74 >= 25
 ======== =================== =================== ======
 
+Two more calibrated runs later the same day: ntm_b32 20.37 and 19.55, ntm_b1 66.21 and 62.82,
+sha_rnn 1.43 and 1.45. So ntm_b32 is at its target in 4 of 5 runs (median 20.37), not with a
+margin.
+
 Why calibrated repeats: timed interleaved, our fast step right after a torch step runs on the
 caches the peer left cold. At batch 32 it takes 17.0 ms right after a torch step and 14.7 ms
 from the second step on (median of 6 rounds of a torch step and 12 of ours, one core), so a
