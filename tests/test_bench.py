@@ -239,7 +239,13 @@ def test_an_entry_sets_its_own_steps_per_repeat_and_bad_counts_stop_at_the_door(
     with pytest.raises(ConfigError, match="'own': steps_per_repeat must be >= 1"):
         run_bench(config, tmp_path / "refused", log=lambda line: None)
     assert not (tmp_path / "refused").exists()
-    config.entries.own.steps_per_repeat = 3
+    config.entries.own.steps_per_repeat, config.min_repeat_s = 3, 0.2  # a tiny step: < 66 ms
+    calibrated = run_bench(config, log=lambda line: None)
+    for row in calibrated["rows"]:
+        assert row["steps_per_repeat"] > 3
+        (seconds,) = row["repeat_seconds"]
+        assert row["tokens_per_sec"] == pytest.approx(2 * 4 * row["steps_per_repeat"] / seconds)
+    assert "a repeat lasts >= 0.2 s" in to_markdown(calibrated)
     for bad in (-0.1, float("inf"), float("nan")):
         config.min_repeat_s = bad
         with pytest.raises(ConfigError, match=f"min_repeat_s must be >= 0 seconds and finite, "

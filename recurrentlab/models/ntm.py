@@ -420,7 +420,7 @@ def _fused_scan_vjp_fwd(cfg, weights, carry, features):
 def _fused_scan_vjp_bwd(cfg, res, cts):
     weights, saved, h0, r0, out_in, z_o, features = res
     d_final, d_outs = cts
-    s, b, i = features.shape
+    _, b, i = features.shape
     d, hr, width = h0.shape[-1], r0.shape[1], r0.shape[2]
     g_o = jax.vjp(lambda z: _clip(z, cfg.clip), z_o)[1](d_outs)[0]
     d_out_in = g_o @ weights.out_kernel.T  # the output layer's share of every h_t and r_t
@@ -434,14 +434,26 @@ def _fused_scan_vjp_bwd(cfg, res, cts):
         return _fused_step_backward(cfg, weights, recurrent, saved_t, d_state)
 
     d_carry, (g_c, g_h) = jax.lax.scan(body, d_final, (d_out_in, saved), reverse=True)
+    d_features = g_c @ weights.lstm_kernel[:i].T
+    return _weight_gradients(h0, r0, features, out_in, (g_c, g_h, g_o)), d_carry, d_features
+
+
+def _weight_gradients(
+    h0: Float[Array, "b d"], r0: Float[Array, "b hr m"], features: Float[Array, "s b i"],
+    out_in: Float[Array, "s b d+hr*m"], cotangents: tuple[jax.Array, jax.Array, jax.Array],
+) -> NTMWeights:
+    """Every layer's weight and bias gradients from the pre-activation cotangents
+    ``(dz_c, dz_h, dz_o)`` of all steps, one matmul per layer: the layers' inputs are
+    ``[x_t, r_{t-1}, h_{t-1}]`` (LSTM), ``h_t`` (heads) and ``out_in = [h_t, r_t]`` (output)."""
+    g_c, g_h, g_o = cotangents
+    d = h0.shape[-1]
     hs, r_after = out_in[..., :d], out_in[..., d:]
     h_before = jnp.concatenate([h0[None], hs[:-1]])
-    r_before = jnp.concatenate([r0.reshape(1, b, -1), r_after[:-1]])
-    z_c = jnp.concatenate([features, r_before, h_before], axis=-1)  # LSTM input [x, r, h]
+    r_before = jnp.concatenate([r0.reshape(1, r0.shape[0], -1), r_after[:-1]])
+    z_c = jnp.concatenate([features, r_before, h_before], axis=-1)
     (dl_k, dl_b), (dh_k, dh_b), (do_k, do_b) = (
         _outer(z_c, g_c), _outer(hs, g_h), _outer(out_in, g_o))
-    d_features = g_c @ weights.lstm_kernel[:i].T
-    return NTMWeights(dl_k, dl_b, dh_k, dh_b, do_k, do_b), d_carry, d_features
+    return NTMWeights(dl_k, dl_b, dh_k, dh_b, do_k, do_b)
 
 
 _fused_scan_vjp.defvjp(_fused_scan_vjp_fwd, _fused_scan_vjp_bwd)
@@ -524,29 +536,23 @@ def _scan_taps(cfg, weights, carry, features, taps):
     return final, outs, hs, rs
 
 
-def _scan_vjp_fwd(cfg, weights, carry, features):
+def _remat_scan_vjp_fwd(cfg, weights, carry, features):
     (final, outs, hs, rs), pullback = jax.vjp(
         functools.partial(_scan_taps, cfg, weights), carry, features,
         _zero_taps(weights, features))
     return (final, outs), (pullback, carry.controller.h, carry.reads, hs, rs, features)
 
 
-def _scan_vjp_bwd(cfg, res, cts):
+def _remat_scan_vjp_bwd(cfg, res, cts):
     pullback, h0, r0, hs, rs, features = res
     d_final, d_outs = cts
-    d_carry, d_features, (g_c, g_h, g_o) = pullback(
+    d_carry, d_features, cotangents = pullback(
         (d_final, d_outs, jnp.zeros_like(hs), jnp.zeros_like(rs)))
-    s, b = features.shape[:2]
-    r_after = rs.reshape(s, b, -1)
-    h_before = jnp.concatenate([h0[None], hs[:-1]])
-    r_before = jnp.concatenate([r0.reshape(1, b, -1), r_after[:-1]])
-    z_c = jnp.concatenate([features, r_before, h_before], axis=-1)  # LSTM input [x, r, h]
-    z_o = jnp.concatenate([hs, r_after], axis=-1)  # output layer input [h, r]
-    (dl_k, dl_b), (dh_k, dh_b), (do_k, do_b) = _outer(z_c, g_c), _outer(hs, g_h), _outer(z_o, g_o)
-    return NTMWeights(dl_k, dl_b, dh_k, dh_b, do_k, do_b), d_carry, d_features
+    out_in = jnp.concatenate([hs, rs.reshape(*rs.shape[:2], -1)], axis=-1)  # [h_t, r_t]
+    return _weight_gradients(h0, r0, features, out_in, cotangents), d_carry, d_features
 
 
-_remat_scan_vjp.defvjp(_scan_vjp_fwd, _scan_vjp_bwd)
+_remat_scan_vjp.defvjp(_remat_scan_vjp_fwd, _remat_scan_vjp_bwd)
 
 
 def token_bits(tokens: Int[Array, "..."], bits: int) -> Float[Array, "... bits"]:

@@ -273,12 +273,6 @@ def _shift(w: jax.Array, shift: jax.Array, sign: int) -> jax.Array:
     return out
 
 
-def _shift_log(w_g: jax.Array, shift: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``w~ = shift(w^g)`` (eq. 8) and ``log max(w~, tiny)``, sharpening's log-space input."""
-    w_s = _shift(w_g, shift, 1)
-    return w_s, jnp.log(jnp.maximum(w_s, jnp.finfo(w_s.dtype).tiny))
-
-
 def _write_t(memory_t, write_w, erase, add):
     """Erase/add of every write head in order on ``M^T``; also the memory before each head."""
     before = []
@@ -299,8 +293,7 @@ def memory_step_forward(hr: int, eps: float, memory_t, prev_w, key, beta, gate, 
     scores = dot / (key_norm[:, :, None] * slot_norm[:, None, :] + eps)  # K (eq. 6)
     w_c = jax.nn.softmax(beta[..., None] * scores, axis=-1)  # eq. 5
     w_g = interpolate(w_c, prev_w, gate)  # eq. 7
-    w_s, log_w = _shift_log(w_g, shift)  # eq. 8
-    w = jax.nn.softmax(gamma[..., None] * log_w, axis=-1)  # eq. 9 in log space
+    w = sharpen(circular_shift(w_g, shift), gamma)  # eqs. 8-9
     reads = jnp.einsum("bhn,bmn->bhm", w[:, :hr], memory_t)  # reads see M_{t-1} (eq. 2)
     new_memory_t, _ = _write_t(memory_t, w[:, hr:], erase, add)  # eqs. 3-4
     saved = MemorySaved(
@@ -341,7 +334,8 @@ def memory_step_backward(hr: int, eps: float, saved: MemorySaved, cotangents):
     prev_w, w, scores, w_c = (per_slot[:, i] for i in range(4))
     key, beta, gate, shift, gamma, erase, add = saved_heads(saved)
     w_g = interpolate(w_c, prev_w, gate)  # recomputed as in the forward pass
-    w_s, log_w = _shift_log(w_g, shift)
+    w_s = circular_shift(w_g, shift)
+    log_w = jnp.log(jnp.maximum(w_s, jnp.finfo(w_s.dtype).tiny))  # sharpen's log-space input
     hw = erase.shape[1]
     key_norm = per_head[..., 3]
     d_memory, d_w, d_reads = cotangents
