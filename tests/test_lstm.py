@@ -133,25 +133,61 @@ def test_layer_gradients_match_torch(custom_vjp):
     close(grads[2], tx.grad)
 
 
-def test_fused_backward_equals_autodiff():
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_fused_backward_equals_autodiff(with_bias):
+    """The hand-written backward (gate-derivative factors saved in the forward, updated in
+    place in x_proj's rows) equals autodiff of the plain scan, bias gradient included."""
     t, b, h = 11, 3, 4
-    keys = jax.random.split(jax.random.key(7), 5)
+    keys = jax.random.split(jax.random.key(7), 6)
     w_hh = jax.random.normal(keys[0], (h, 4 * h)) * 0.5
     x_proj = jax.random.normal(keys[1], (t, b, 4 * h))
     state = LSTMState(jax.random.normal(keys[2], (b, h)), jax.random.normal(keys[3], (b, h)))
     probe = jax.random.normal(keys[4], (t, b, h))
+    bias = jax.random.normal(keys[5], (4 * h,)) if with_bias else jnp.zeros(4 * h)
 
-    def loss(run, w_hh, state, x_proj):
-        hs, final = run(w_hh, state, x_proj, unroll=2)
+    def loss(hs, final):
         return jnp.sum(hs * probe) + jnp.sum(final.h * final.c) + jnp.sum(final.c ** 2)
 
-    ref = jax.jit(jax.value_and_grad(lambda *a: loss(lstm_recurrence, *a), argnums=(0, 1, 2)))
-    fused = jax.jit(
-        jax.value_and_grad(lambda *a: loss(lstm_recurrence_fused, *a), argnums=(0, 1, 2)))
-    (v1, g1), (v2, g2) = ref(w_hh, state, x_proj), fused(w_hh, state, x_proj)
+    def ref_loss(w_hh, state, x_proj, bias):
+        return loss(*lstm_recurrence(w_hh, state, x_proj + bias, unroll=2))
+
+    def fused_loss(w_hh, state, x_proj, bias):
+        return loss(*lstm_recurrence_fused(w_hh, state, x_proj,
+                                           bias=bias if with_bias else None, unroll=2))
+
+    ref = jax.jit(jax.value_and_grad(ref_loss, argnums=(0, 1, 2, 3)))
+    fused = jax.jit(jax.value_and_grad(fused_loss, argnums=(0, 1, 2, 3)))
+    (v1, g1), (v2, g2) = ref(w_hh, state, x_proj, bias), fused(w_hh, state, x_proj, bias)
     np.testing.assert_allclose(v1, v2, rtol=1e-6)
+    if not with_bias:  # no bias argument: no gradient flows to it
+        g1, g2 = g1[:3], g2[:3]
     for a, b_ in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
         np.testing.assert_allclose(a, b_, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_backward_equals_autodiff_float64():
+    """Float64: the fused path equals autodiff to rounding (rtol 1e-12), so the saved
+    factors are the exact derivatives, not approximations that pass a float32 tolerance."""
+    with jax.enable_x64(True):
+        t, b, h = 9, 2, 5
+        rng = np.random.default_rng(3)
+        w_hh = jnp.asarray(rng.normal(0, 0.5, (h, 4 * h)))
+        x_proj = jnp.asarray(rng.normal(0, 1.5, (t, b, 4 * h)))
+        bias = jnp.asarray(rng.normal(0, 1, (4 * h,)))
+        state = LSTMState(jnp.asarray(rng.normal(size=(b, h))),
+                          jnp.asarray(rng.normal(size=(b, h))))
+        probe = jnp.asarray(rng.normal(size=(t, b, h)))
+
+        def loss(hs, final):
+            return jnp.sum(hs * probe) + jnp.sum(final.h * final.c) + jnp.sum(final.c ** 2)
+
+        ref = jax.grad(lambda *a: loss(*lstm_recurrence(a[0], a[1], a[2] + a[3])),
+                       argnums=(0, 1, 2, 3))(w_hh, state, x_proj, bias)
+        fused = jax.grad(lambda *a: loss(*lstm_recurrence_fused(a[0], a[1], a[2], bias=a[3])),
+                         argnums=(0, 1, 2, 3))(w_hh, state, x_proj, bias)
+        for a, b_ in zip(jax.tree.leaves(ref), jax.tree.leaves(fused), strict=True):
+            assert a.dtype == b_.dtype == jnp.float64
+            np.testing.assert_allclose(a, b_, rtol=1e-12, atol=1e-13)
 
 
 def test_model_gradients_custom_vjp_equal_autodiff_with_dropout():

@@ -119,64 +119,72 @@ def lstm_recurrence(
 # --- fused backward -------------------------------------------------------------------
 
 
-def _fused_forward(w_hh, h0, c0, x_proj, unroll):
-    def step(carry, xp):
-        h, c = carry
-        a = gate_activations(xp + dot_f32(h, w_hh))
+def _fused_forward(w_hh, bias, h0, c0, x_proj, unroll):
+    """The forward scan; besides the outputs it returns the backward's factors.
+
+    The factors ``d_t = [g∘i(1-i), c_{t-1}∘f(1-f), i(1-g²), tanh c_t∘o(1-o)]`` go into the
+    rows of ``x_proj`` as each row is read (its buffer is dead after that read, so XLA
+    updates it in place instead of zero-filling a new [t, b, 4h] buffer); ``e_t =
+    o∘(1-tanh²c_t)`` and ``f_t`` are stacked.
+    """
+
+    def step(carry, _):
+        t, h, c, rows = carry
+        z = (jax.lax.dynamic_index_in_dim(rows, t, keepdims=False) + bias) + dot_f32(h, w_hh)
+        a = gate_activations(z)
         i, f, g, o = jnp.split(a, 4, axis=-1)
-        c = f * c + i * g
-        h = o * jnp.tanh(c)
-        return (h, c), (h, c, a)
+        c_new = f * c + i * g
+        tanh_c = jnp.tanh(c_new)
+        h_new = o * tanh_c
+        d = jnp.concatenate(
+            [g * i * (1.0 - i), c * f * (1.0 - f), i * (1.0 - g * g), tanh_c * o * (1.0 - o)],
+            axis=-1,
+        )
+        rows = jax.lax.dynamic_update_index_in_dim(rows, d, t, 0)
+        return (t + 1, h_new, c_new, rows), (h_new, o * (1.0 - tanh_c * tanh_c), f)
 
-    (h_t, c_t), (hs, cs, acts) = jax.lax.scan(step, (h0, c0), x_proj, unroll=unroll)
-    return hs, h_t, c_t, (cs, acts)
+    (_, h_t, c_t, ds), (hs, es, fs) = jax.lax.scan(
+        step, (0, h0, c0, x_proj), None, length=x_proj.shape[0], unroll=unroll)
+    return hs, h_t, c_t, (ds, es, fs)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _recurrence_fused(w_hh, h0, c0, x_proj, unroll):
-    hs, h_t, c_t, _ = _fused_forward(w_hh, h0, c0, x_proj, unroll)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
+def _recurrence_fused(w_hh, bias, h0, c0, x_proj, unroll):
+    hs, h_t, c_t, _ = _fused_forward(w_hh, bias, h0, c0, x_proj, unroll)
     return hs, h_t, c_t
 
 
-def _recurrence_fused_fwd(w_hh, h0, c0, x_proj, unroll):
-    hs, h_t, c_t, (cs, acts) = _fused_forward(w_hh, h0, c0, x_proj, unroll)
-    return (hs, h_t, c_t), (w_hh, h0, c0, hs, cs, acts)
+def _recurrence_fused_fwd(w_hh, bias, h0, c0, x_proj, unroll):
+    hs, h_t, c_t, factors = _fused_forward(w_hh, bias, h0, c0, x_proj, unroll)
+    return (hs, h_t, c_t), (w_hh, bias, h0, hs, factors)
 
 
 def _recurrence_fused_bwd(unroll, residuals, cotangents):
-    w_hh, h0, c0, hs, cs, acts = residuals
+    w_hh, bias, h0, hs, (ds, es, fs) = residuals
     d_hs, d_ht, d_ct = cotangents
-    c_prev = jnp.concatenate([c0[None], cs[:-1]], axis=0)
     w_hh_t = w_hh.T
+    steps = hs.shape[0]
 
-    def step(carry, inputs):
-        dh_next, dc_next = carry
-        dh_out, a, c, cp = inputs
-        dh = dh_out + dh_next
-        i, f, g, o = jnp.split(a, 4, axis=-1)
-        tanh_c = jnp.tanh(c)
-        dc = dc_next + dh * o * (1.0 - tanh_c * tanh_c)
-        dz = jnp.concatenate(
-            [
-                dc * g * i * (1.0 - i),
-                dc * cp * f * (1.0 - f),
-                dc * i * (1.0 - g * g),
-                dh * tanh_c * o * (1.0 - o),
-            ],
-            axis=-1,
-        )
-        return (dot_f32(dz, w_hh_t), dc * f), dz
+    def step(carry, _):  # t runs from the last step down; dz_t replaces d_t in its row
+        t, dh_next, dc_next, rows = carry
+        row = lambda x: jax.lax.dynamic_index_in_dim(x, t, keepdims=False)
+        dh = row(d_hs) + dh_next
+        dc = dc_next + dh * row(es)
+        dz = jnp.concatenate([dc, dc, dc, dh], axis=-1) * row(rows)
+        rows = jax.lax.dynamic_update_index_in_dim(rows, dz, t, 0)
+        return (t - 1, dot_f32(dz, w_hh_t), dc * row(fs), rows), None
 
-    (dh0, dc0), dz = jax.lax.scan(
-        step, (d_ht, d_ct), (d_hs, acts, cs, c_prev), reverse=True, unroll=unroll
-    )
+    (_, dh0, dc0, dz), _ = jax.lax.scan(
+        step, (steps - 1, d_ht, d_ct, ds), None, length=steps, unroll=unroll)
     h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
     t, b, h = h_prev.shape
     dw_hh = jnp.matmul(
         h_prev.reshape(t * b, h).T, dz.reshape(t * b, 4 * h),
         preferred_element_type=jnp.promote_types(jnp.float32, dz.dtype)
     )
-    return dw_hh.astype(w_hh.dtype), dh0.astype(h0.dtype), dc0.astype(c0.dtype), dz
+    d_bias = jnp.sum(dz, axis=(0, 1))
+    return (dw_hh.astype(w_hh.dtype), d_bias.astype(bias.dtype), dh0.astype(h0.dtype),
+            dc0.astype(h0.dtype), dz)
 
 
 _recurrence_fused.defvjp(_recurrence_fused_fwd, _recurrence_fused_bwd)
@@ -187,23 +195,42 @@ def lstm_recurrence_fused(
     state: LSTMState,
     x_proj: Float[Array, "t b g"],
     *,
+    bias: Float[Array, " g"] | None = None,
     unroll: int = 1,
 ) -> tuple[Float[Array, "t b h"], LSTMState]:
     """:func:`lstm_recurrence` with a hand-written backward pass (same values, same grads).
 
-    Backward, with ``a = [i, f, g, o]`` saved from the forward pass::
+    ``bias`` (optional, ``b_ih + b_hh``) is added inside the loop, ``z_t = (x_proj_t + b) +
+    h_{t-1} W_hh``, the same sum in the same order as :func:`input_projection` followed by
+    :func:`lstm_recurrence`, without a pass over ``[t, b, 4h]`` to add it beforehand.
+
+    The forward pass keeps, per step, the factors of the gate derivatives (elementwise work
+    done while the gates are at hand, so the backward loop has no transcendental and no
+    gate arithmetic)::
+
+        d_t = [g∘i(1-i), c_{t-1}∘f(1-f), i(1-g²), tanh c_t∘o(1-o)]     [b, 4h]
+        e_t = o∘(1 - tanh²c_t),  f_t                                     [b, h] each
+
+    Backward::
 
         dh_t = ∂L/∂h_t (output) + dz_{t+1} W_hhᵀ
-        dc_t = dc_{t+1} ∘ f_{t+1} + dh_t ∘ o ∘ (1 - tanh²c_t)
-        dz_t = [dc∘g∘i(1-i), dc∘c_{t-1}∘f(1-f), dc∘i(1-g²), dh∘tanh c_t∘o(1-o)]
+        dc_t = dc_{t+1} ∘ f_{t+1} + dh_t ∘ e_t
+        dz_t = [dc_t, dc_t, dc_t, dh_t] ∘ d_t
         dW_hh = Σ_t h_{t-1}ᵀ dz_t   (one [h, t·b] × [t·b, 4h] matmul after the loop)
+        db = Σ_t Σ_b dz_t
 
-    ``dz`` is also the gradient of ``x_proj``, so autodiff of :func:`input_projection`
-    turns it into ``dW_ih`` and ``dx`` as single matmuls too.
+    ``d`` is written into ``x_proj``'s rows as the forward loop reads them, and ``dz`` into
+    ``d``'s rows as the backward loop reads them, so neither loop fills a fresh [t, b, 4h]
+    buffer with zeros (XLA updates a dead buffer in place; where ``x_proj`` is still needed
+    elsewhere, it copies it first). ``dz`` is also the gradient of ``x_proj``, so autodiff of
+    the input projection turns it into ``dW_ih`` and ``dx`` as single matmuls too.
     """
     carry_dtype = jnp.promote_types(jnp.float32, x_proj.dtype)  # float64 in float64 checks
+    if bias is None:
+        bias = jnp.zeros(x_proj.shape[-1], carry_dtype)
     hs, h_t, c_t = _recurrence_fused(
-        w_hh, state.h.astype(carry_dtype), state.c.astype(carry_dtype), x_proj, unroll
+        w_hh, bias.astype(jnp.promote_types(jnp.float32, bias.dtype)),
+        state.h.astype(carry_dtype), state.c.astype(carry_dtype), x_proj, unroll
     )
     return hs, LSTMState(h_t, c_t)
 
@@ -224,9 +251,12 @@ def lstm_layer(
     """
     if not time_major:
         xs = jnp.swapaxes(xs, 0, 1)
-    x_proj = input_projection(weights, xs)
-    run = lstm_recurrence_fused if custom_vjp else lstm_recurrence
-    hs, final = run(weights.w_hh, state, x_proj, unroll=unroll)
+    if custom_vjp:  # the bias is added inside the recurrence's loop
+        hs, final = lstm_recurrence_fused(weights.w_hh, state, dot_f32(xs, weights.w_ih),
+                                          bias=weights.b_ih + weights.b_hh, unroll=unroll)
+    else:
+        hs, final = lstm_recurrence(weights.w_hh, state, input_projection(weights, xs),
+                                    unroll=unroll)
     if not time_major:
         hs = jnp.swapaxes(hs, 0, 1)
     return hs, final
