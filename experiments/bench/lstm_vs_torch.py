@@ -41,12 +41,45 @@ machine.
 
 Measured again on an idle 2-core CPU under ``taskset -c 0`` (2026-11-30, after
 ``recurrentlab.hostmem`` and ``train.step.first_argmax``): 0.89 of torch, 0.90 of
-``matmul_floor`` (target 0.95). Our step is 513 ms; its matrix products take ~445 ms (the floor
-runs them in 450 ms), the rest is the gates' elementwise work inside the two time loops
-(sigmoid as exp and divide, tanh: ~35 ms forward and backward), stacking the per-step outputs
-(~7 ms) and the loss. Tried and dropped (no change beyond noise): the backward's four gate
-derivatives as one [b, 4h] expression, ``scan_unroll`` 2 and 4 (4 is 3% slower), the sigmoid as
-0.5 + 0.5 tanh(x / 2) (2.7% faster, but 8.5e-5 relative error where σ > 1e-3 against 1.2e-7).
+``matmul_floor`` (target 0.95). Our step was 513 ms; its matrix products took ~445 ms (the floor
+runs them in 450 ms).
+
+Where the rest went, and what changed (``cells.lstm_recurrence_fused``, 2026-11-30): XLA's CPU
+backend runs each elementwise kernel of a time loop as its own call, and at [32, 512] a call
+costs about as much as it computes, so the count of kernels per step matters more than their
+arithmetic. The forward loop cost ~12 ms more per layer than the floor's, the backward loop
+(which recomputed tanh c and the gate derivatives, then concatenated four blocks) ~10 ms more,
+and outside the loops a pass over [t, b, 4h] added the bias and another zero-filled each
+stacked [t, b, 4h] output. Now the forward keeps the gate-derivative factors (so the backward
+loop is two multiply-adds and the product, at the floor's time), writes them into the rows of
+``x_proj`` as it reads them and the backward writes ``dz`` into the same rows (no zero fill),
+adds the bias inside the loop, and takes one σ over all of ``z``. Forward values are bit for bit
+the same; gradients move at float32 rounding. The step's peak memory (``memory_analysis``) went
+from 342.6 to 242.8 MiB. Each a separate run of the command with
+``--config.peers='("torch","matmul_floor")' --config.generate_tokens=0``, ours ÷ matmul_floor
+(ours ÷ torch):
+
+=========== ========================= ==============================================
+threads     235d003 (before)          now
+=========== ========================= ==============================================
+1 (taskset) 0.91 (0.87)               0.98 (0.95), 0.96 (0.91), 1.02 (0.95), 0.95 (0.92)
+2           0.87 (0.81), 0.87 (0.80)  0.92, 0.91, 0.95, 0.89, 0.93, 0.93 (0.83-0.86)
+=========== ========================= ==============================================
+
+and the full command (all CPU peers): one thread 0.95 of torch, 2.26 of torch_aten, 0.95 of
+matmul_floor, 1.59 of flax, 1.37 of lstm_scan (494.7 ms per step); two threads 0.87, 2.22, 0.93,
+1.52, 1.35 (287.1 ms). With two threads the floor's products split over both cores and the
+loops' small elementwise kernels do not, so the ratio is lower: what remains is ~10 ms per layer
+in the forward loop (the gates' σ and tanh and ~12 small kernels per step), the bias
+gradients (~3 ms) and Adam (~4 ms). Tried and dropped: tanh(x) = 2σ(2x) - 1 to make the gates
+one kernel (~1% faster, but a relative error up to 1.7 for g near 0 in float32); tanh and σ of
+all of ``z`` under one select (no better than σ of all plus tanh of the g block); the gates
+as [b, 4, h] with broadcast selects (XLA's kernels for those ran 5-8x slower); the weight
+gradient split to avoid concatenating ``h_{t-1}`` (slower: the slices were copied); a
+wavefront over the two layers (forward alone 132 against 103 ms at two threads); XLA options
+(multi-output fusion, YNNPACK elementwise fusion, vector width 512, fusion emitters off), no
+gain. Earlier: ``scan_unroll`` 2 and 4 (no gain; 4 is 3% slower), σ as 0.5 + 0.5 tanh(x / 2)
+(2.7% faster, but 8.5e-5 relative error where σ > 1e-3, against 1.2e-7).
 """
 
 from recurrentlab.bench import bench_config, entry

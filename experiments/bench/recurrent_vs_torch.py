@@ -59,6 +59,14 @@ Two more calibrated runs later the same day: ntm_b32 20.37 and 19.55, ntm_b1 66.
 sha_rnn 1.43 and 1.45. So ntm_b32 is at its target in 4 of 5 runs (median 20.37), not with a
 margin.
 
+After the fused LSTM's rewrite (``cells.lstm_recurrence_fused``: the gate-derivative factors
+kept by the forward, in place in ``x_proj``'s rows; see ``lstm_vs_torch.py``), which every
+SHA-RNN block runs, three calibrated runs: sha_rnn 1.57, 1.50, 1.54 (its step 309-313 ms, was
+334; peak memory 407.6 -> 375.8 MiB), ntm_b32 20.20, 20.25, 19.91 and ntm_b1 65.35, 61.38,
+64.53 (the NTM's code is unchanged; its controller is TensorFlow's cell, with its own backward).
+The same factors in the NTM controller's backward were tried and dropped: 14.77 -> 14.62 ms
+(min of 40, interleaved), within noise.
+
 Why calibrated repeats: timed interleaved, our fast step right after a torch step runs on the
 caches the peer left cold. At batch 32 it takes 17.0 ms right after a torch step and 14.7 ms
 from the second step on (median of 6 rounds of a torch step and 12 of ours, one core), so a

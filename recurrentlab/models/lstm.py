@@ -57,9 +57,10 @@ segment (:func:`recurrentlab.models.regularizers.ar_tar_penalty`); the trainer a
 optimised loss and logs it as ``penalty``, apart from the cross-entropy ``loss``/``bits``.
 
 Fast path (``custom_vjp=True``): :func:`~recurrentlab.models.cells.lstm_recurrence_fused` is
-the same recurrence with a hand-written backward pass: the reverse time loop runs only the
-recurrent matmul ``dz_t W_hhᵀ``; the weight gradient ``Σ_t h_{t-1}ᵀ dz_t`` is one large
-matmul after the loop. Tests check it equals autodiff of the plain path.
+the same recurrence with a hand-written backward pass: the forward loop keeps the factors of
+the gate derivatives, so the reverse time loop runs only multiply-adds and the recurrent
+matmul ``dz_t W_hhᵀ``; the weight gradient ``Σ_t h_{t-1}ᵀ dz_t`` is one large matmul after
+the loop. Tests check it equals autodiff of the plain path (float32, and float64 to rounding).
 
 Gradients through the carry (``train.carry_gradient``; :mod:`recurrentlab.train.carry_gradient`
 has the equations): the LSTM supports ``"rtrl"`` (exact; the influence covers the embedding
