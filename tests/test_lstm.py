@@ -165,6 +165,41 @@ def test_fused_backward_equals_autodiff(with_bias):
         np.testing.assert_allclose(a, b_, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("x_dtype", [jnp.float32, jnp.bfloat16])
+def test_fused_keeps_the_callers_x_proj_and_dtypes(x_dtype):
+    """The forward writes the backward's factors into x_proj's rows: a caller that keeps using
+    its x_proj sees it unchanged; a cotangent on the final cell state alone gives autodiff's
+    gradients; every cotangent comes back in its input's dtype (bfloat16 x_proj included)."""
+    t, b, h = 6, 2, 3
+    keys = jax.random.split(jax.random.key(5), 4)
+    w_hh = jax.random.normal(keys[0], (h, 4 * h)) * 0.5
+    x_proj = jax.random.normal(keys[1], (t, b, 4 * h)).astype(x_dtype)
+    bias = jax.random.normal(keys[2], (4 * h,))
+    state = LSTMState(jnp.zeros((b, h)), jax.random.normal(keys[3], (b, h)))
+
+    def run(fused, w_hh, state, x_proj, bias):
+        if fused:
+            _, final = lstm_recurrence_fused(w_hh, state, x_proj, bias=bias)
+        else:
+            _, final = lstm_recurrence(w_hh, state, x_proj + bias)
+        return jnp.sum(final.c ** 2)
+
+    @jax.jit
+    def grads_and_x(w_hh, state, x_proj, bias):
+        g = jax.grad(lambda *a: run(True, *a), argnums=(0, 1, 2, 3))(w_hh, state, x_proj, bias)
+        return g, x_proj * 1  # x_proj still used after the fused forward and backward
+
+    g, x_after = grads_and_x(w_hh, state, x_proj, bias)
+    np.testing.assert_array_equal(np.asarray(x_after, np.float32), np.asarray(x_proj, np.float32))
+    ref = jax.grad(lambda *a: run(False, *a), argnums=(0, 1, 2, 3))(w_hh, state, x_proj, bias)
+    for a, b_, primal in zip(jax.tree.leaves(ref), jax.tree.leaves(g),
+                             jax.tree.leaves((w_hh, state, x_proj, bias)), strict=True):
+        assert b_.dtype == primal.dtype
+        tol = 1e-5 if b_.dtype == jnp.float32 else 1e-2
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b_, np.float32),
+                                   atol=tol, rtol=tol)
+
+
 def test_fused_backward_equals_autodiff_float64():
     """Float64: the fused path equals autodiff to rounding (rtol 1e-12), so the saved
     factors are the exact derivatives, not approximations that pass a float32 tolerance."""

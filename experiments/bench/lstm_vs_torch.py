@@ -37,7 +37,7 @@ algorithm as ATen's LSTM, 1.2-1.4x faster than it, at 80-93% of the floor. Beyon
 take oneDNN's RNN primitive through an XLA custom call (the torch algorithm in jax clothing),
 or bfloat16 matmuls (``model.dtype="bfloat16"``, ~1.6x faster products here, not the same
 computation). Read the ratios from the table of your run; absolute tokens/s depend on the
-machine.
+machine. (The fractions of the floor in this paragraph are superseded below.)
 
 Measured again on an idle 2-core CPU under ``taskset -c 0`` (2026-11-30, after
 ``recurrentlab.hostmem`` and ``train.step.first_argmax``): 0.89 of torch, 0.90 of
@@ -51,11 +51,11 @@ arithmetic. The forward loop cost ~12 ms more per layer than the floor's, the ba
 (which recomputed tanh c and the gate derivatives, then concatenated four blocks) ~10 ms more,
 and outside the loops a pass over [t, b, 4h] added the bias and another zero-filled each
 stacked [t, b, 4h] output. Now the forward keeps the gate-derivative factors (so the backward
-loop is two multiply-adds and the product, at the floor's time), writes them into the rows of
-``x_proj`` as it reads them and the backward writes ``dz`` into the same rows (no zero fill),
-adds the bias inside the loop, and takes one σ over all of ``z``. Forward values are bit for bit
-the same; gradients move at float32 rounding. The step's peak memory (``memory_analysis``) went
-from 342.6 to 242.8 MiB. Each a separate run of the command with
+loop is a few multiply-adds, a concatenate and the product, at the floor's time), writes
+them into the rows of ``x_proj`` as it reads them and the backward writes ``dz`` into the same
+rows (no zero fill), adds the bias inside the loop, and takes one σ over all of ``z``. Forward
+values are bit for bit the same; gradients move at float32 rounding. The step's peak memory
+(``memory_analysis``) went from 342.6 to 242.8 MiB. Each a separate run of the command with
 ``--config.peers='("torch","matmul_floor")' --config.generate_tokens=0``, ours ÷ matmul_floor
 (ours ÷ torch):
 

@@ -27,9 +27,10 @@ Peers:
   and its two gradients. No gates, no loss, no optimiser. A float32 LSTM step cannot run
   faster than its products, so ``ours ÷ matmul_floor`` is the fraction of the bound reached,
   and ``matmul_floor ÷ torch`` the most any float32 implementation on this backend could gain.
-  The bound is on the products, not on the memory traffic around them: the floor's scans
-  stack their outputs into zero-filled buffers, as any ``lax.scan`` does, where the fused
-  LSTM writes its backward's ``dz`` in place, so a run can show a ratio slightly above 1.
+  The bound is on the products, not on the work around them, and that work differs: the
+  floor slices or tiles its carry and adds per step and stacks its outputs into zero-filled
+  buffers (as any ``lax.scan`` does), where the fused LSTM writes its backward's ``dz`` in
+  place; with runs varying by a few percent, a run can show a ratio at or slightly above 1.
 * ``jax_rnn``: ``jax.experimental.rnn.lstm`` (cuDNN) inside the same kind of jitted step; GPU
   only.
 

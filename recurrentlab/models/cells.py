@@ -185,12 +185,13 @@ def _recurrence_fused_bwd(unroll, residuals, cotangents):
     (_, dh0, dc0, dz), _ = jax.lax.scan(
         step, (steps - 1, d_ht, d_ct, ds), None, length=steps, unroll=unroll)
     h_prev = jnp.concatenate([h0[None], hs[:-1]], axis=0)
-    t, b, h = h_prev.shape
+    _, b, h = h_prev.shape
     dw_hh = jnp.matmul(
-        h_prev.reshape(t * b, h).T, dz.reshape(t * b, 4 * h),
+        h_prev.reshape(steps * b, h).T, dz.reshape(steps * b, 4 * h),
         preferred_element_type=jnp.promote_types(jnp.float32, dz.dtype)
     )
     d_bias = jnp.sum(dz, axis=(0, 1))
+    # h0, c0, the bias and x_proj share one dtype (lstm_recurrence_fused casts them to it)
     return (dw_hh.astype(w_hh.dtype), d_bias.astype(bias.dtype), dh0.astype(h0.dtype),
             dc0.astype(h0.dtype), dz)
 
@@ -206,7 +207,8 @@ def lstm_recurrence_fused(
     bias: Float[Array, " g"] | None = None,
     unroll: int = 1,
 ) -> tuple[Float[Array, "t b h"], LSTMState]:
-    """:func:`lstm_recurrence` with a hand-written backward pass (same values, same grads).
+    """:func:`lstm_recurrence` with a hand-written backward pass (the same values; gradients
+    equal to rounding).
 
     ``bias`` (optional, ``b_ih + b_hh``) is added inside the loop, ``z_t = (x_proj_t + b) +
     h_{t-1} W_hh``, the same sum in the same order as :func:`input_projection` followed by
@@ -233,12 +235,14 @@ def lstm_recurrence_fused(
     elsewhere, it copies it first). ``dz`` is also the gradient of ``x_proj``, so autodiff of
     the input projection turns it into ``dW_ih`` and ``dx`` as single matmuls too.
     """
-    carry_dtype = jnp.promote_types(jnp.float32, x_proj.dtype)  # float64 in float64 checks
-    if bias is None:
-        bias = jnp.zeros(x_proj.shape[-1], carry_dtype)
+    # One dtype for the loop: what `z = (x_proj_t + b) + h W_hh` computes in (float32, or
+    # float64 in float64 checks). The casts are free where the dtypes already match, and their
+    # transposes hand each cotangent back in its input's dtype.
+    dtype = jnp.result_type(jnp.float32, x_proj.dtype, jnp.promote_types(jnp.float32, w_hh.dtype),
+                            *([] if bias is None else [bias.dtype]))
+    bias = jnp.zeros(x_proj.shape[-1], dtype) if bias is None else bias.astype(dtype)
     hs, h_t, c_t = _recurrence_fused(
-        w_hh, bias.astype(jnp.promote_types(jnp.float32, bias.dtype)),
-        state.h.astype(carry_dtype), state.c.astype(carry_dtype), x_proj, unroll
+        w_hh, bias, state.h.astype(dtype), state.c.astype(dtype), x_proj.astype(dtype), unroll
     )
     return hs, LSTMState(h_t, c_t)
 
