@@ -281,18 +281,21 @@ def test_dispatch_auto_and_xla_agree_on_cpu():
 
 @pytest.fixture
 def fresh_dispatch(monkeypatch):
-    """Forget what dispatch has said and compiled; pretend the platform compiles Pallas."""
+    """Forget what dispatch has said and compiled; pretend the platform compiles Pallas (a TPU:
+    on a GPU ``auto`` takes the NTM's reference before any compile, see
+    ``dispatch.GPU_MEASURED``)."""
     from recurrentlab.ops import dispatch
 
     monkeypatch.setattr(dispatch, "_SAID", set())
     monkeypatch.setattr(dispatch, "_COMPILES", {})
-    monkeypatch.setattr(dispatch, "_platform", lambda: "gpu")
+    monkeypatch.setattr(dispatch, "_platform", lambda: "tpu")
     return dispatch
 
 
 def test_auto_falls_back_when_the_kernel_fails_to_compile(fresh_dispatch):
-    """On CPU the compiled (non-interpret) kernel cannot lower: with the platform faked to a
-    GPU, auto warns once (op and shapes) and gives the reference's values and gradients."""
+    """On CPU the compiled (non-interpret) kernel cannot lower: with the platform faked to an
+    accelerator, auto warns once (op and shapes) and gives the reference's values and
+    gradients."""
     args = to_jax(*random_inputs(2, 2, 6, 3, 1, 1, 1))
 
     def loss(memory, impl):

@@ -14,29 +14,46 @@ values and gradients with the jnp reference (column ``err``: max |kernel - refer
 (1 + max |reference|) over the output and all gradients; ``ok`` below 2e-3 for float32, which
 leaves room for TF32 / MXU matmuls), times fwd and fwd+bwd against the reference and
 ``jax.nn.dot_product_attention`` (cuDNN), prints one table and exits 1 if any check fails.
-Under 5 minutes on one GPU. Without an accelerator (or with ``--tiny``) it runs the kernels in
+On an H200 the whole check at the target shapes did not finish in 270 s, because the NTM
+cases do not (see the measurements below): run the cases separately. Without an accelerator (or with ``--tiny``) it runs the kernels in
 interpret mode at tiny shapes, so the check itself is tested on CPU.
 
 Rows, per shape and pass (``fwd``, ``fwd+bwd``):
 
 * attention: the jnp reference (``xla``), the Pallas kernel (``pallas``),
-  ``jax.nn.dot_product_attention`` with ``implementation="xla"`` and, on GPU, ``"cudnn"``
-  (given the same explicit mask; a configuration cuDNN rejects, e.g. head width > 256, is
-  reported as n/a);
+  ``jax.nn.dot_product_attention`` with ``implementation="xla"`` and, on GPU, ``"cudnn"`` on
+  bfloat16 copies of the inputs (``dpa-cudnn-bf16``: cuDNN's fused attention takes fp16 /
+  bf16 only, so against float32 kernels it runs at lower precision; a configuration cuDNN
+  rejects, e.g. head width > 256, is reported as n/a with the error);
 * xl_attention: ``ops.relative.relative_attention`` (the positional term, dropout 0.1), its
   jnp reference vs its kernel path;
 * ntm: ``lax.scan`` over ``--steps`` NTM memory steps (1 read + 1 write head, shifts -1..1),
   reference vs kernel.
 
-Columns: median milliseconds over ``--repeats`` timed calls after one compile call;
-``xla/impl`` is the speed-up over the jnp reference, ``cudnn/impl`` the speed relative to cuDNN.
+Columns: median milliseconds over ``--repeats`` timed calls (fewer, at least 2, once an
+implementation's calls have taken 5 s); ``first call s``, the first call's seconds
+(compilation + one run); ``ref/impl`` the speed-up over the jnp reference; ``cudnn/impl`` the
+speed relative to cuDNN; ``err`` the check. Each case (op, shape) prints its rows as soon as
+it is done and each compile / timing says so on stderr, so a case that hangs leaves every
+earlier row and names where it stopped: on a device with little time, run the cases one
+command each under ``timeout``.
+
+Measured on one NVIDIA H200 (jax 0.11.2, float32, 2026-11-30), ``ref/impl`` fwd / fwd+bwd:
+attention at head width 64 (b8 h8 t512 l1536) 1.39 / 0.96 (with dropout 1.20), err 3e-4;
+width 256 (b2 t256 l1280) 0.39 / 0.18; width 1024 at the SHA-RNN shape 0.11 forward, and its
+backward does not compile (262 KB of shared memory asked, 227 KB on the chip);
+xl_attention (b16 h8 t512 l1024 d64) 0.40 / 0.23, err 1.3e-3; the NTM's 128-step scan at
+(32, 128, 20) did not finish within 45 s. Hence ``impl="auto"`` on a GPU takes a kernel only
+for attention up to head width 64 (``recurrentlab.ops.dispatch.GPU_MEASURED``); the targets
+below are not met.
+
 Targets on a GPU: attention at the SHA-RNN shape (batch 16, segment 1024, memory 4096, d 1024)
 fwd+bwd ``cudnn/impl`` >= 0.8; NTM (32, 128, 20) and (32, 1024, 64) over 128 steps
 ``xla/impl`` >= 3.
 
 On CPU Pallas has no compiled backend (interpret mode is a test tool, not a speed): the script
 says so, runs tiny shapes and times only the XLA paths. Expected runtime: under a minute on
-CPU; a few minutes on one GPU at the target shapes.
+CPU; on one GPU about 25 s per working case (process start, compiles, timings).
 """
 
 from __future__ import annotations
@@ -44,6 +61,7 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
+import sys
 import time
 
 import jax
@@ -56,6 +74,7 @@ from recurrentlab.ops.ntm_memory import ReadHeads, WriteHeads, memory_step_refer
 from recurrentlab.ops.relative import relative_attention
 
 CHECK_TOL = 2e-3
+CUDNN = "dpa-cudnn-bf16"
 
 TARGET_ATTENTION = [(16, 1, 1024, 5120, 1024), (8, 8, 512, 1536, 64)]  # b, h, t, l, d
 TARGET_NTM = [(32, 128, 20), (32, 1024, 64)]  # B, N, M
@@ -65,16 +84,30 @@ TARGET_RELATIVE = [(16, 8, 512, 1024, 64)]  # Transformer-XL enwik8: segment 512
 TINY_RELATIVE = [(2, 2, 32, 64, 16)]
 
 
-def _time(fn, *args, repeats: int) -> float:
-    """Median wall milliseconds of ``fn(*args)`` (jitted), after one compiling call."""
+TIME_BUDGET_S = 5.0  # timed calls of one implementation stop after this much (at least 2)
+
+
+def _progress(message: str) -> None:
+    """One line on stderr before each compile and timing, so a case that hangs shows where."""
+    print(f"[kernels] {message}", file=sys.stderr, flush=True)
+
+
+def _time(fn, *args, repeats: int) -> tuple[float, float]:
+    """(median wall milliseconds of ``fn(*args)`` (jitted), seconds of the first call, i.e.
+    compilation + one run). A slow implementation is timed fewer than ``repeats`` times (at
+    least 2) once its calls have taken ``TIME_BUDGET_S``."""
     fn = jax.jit(fn)
+    start = time.perf_counter()
     jax.block_until_ready(fn(*args))
+    first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+        if len(times) >= 2 and sum(times) > TIME_BUDGET_S * 1e3:
+            break
+    return statistics.median(times), first
 
 
 def _fwd_bwd(fn):
@@ -124,19 +157,22 @@ def _attention_impls(b, h, t, lk, spec: MaskSpec, kernel: str | None):
                                           interpret=kernel == "interpret")
     mask = attention_mask(t, lk, spec)[:, None]  # [1, 1, t, l]
 
-    def dpa(implementation):
+    def dpa(implementation, compute_dtype=None):
         def f(q, k, v):
+            dtype = q.dtype
+            if compute_dtype is not None:
+                q, k, v = (x.astype(compute_dtype) for x in (q, k, v))
             out = jax.nn.dot_product_attention(
                 q.transpose(0, 2, 1, 3), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3),
                 mask=mask, implementation=implementation,
             )
-            return out.transpose(0, 2, 1, 3)
+            return out.transpose(0, 2, 1, 3).astype(dtype)
 
         return f
 
     impls["dpa-xla"] = dpa("xla")
-    if jax.default_backend() == "gpu":
-        impls["dpa-cudnn"] = dpa("cudnn")
+    if jax.default_backend() == "gpu":  # cuDNN's fused attention takes fp16 / bf16 only
+        impls[CUDNN] = dpa("cudnn", jnp.bfloat16)
     return impls
 
 
@@ -147,10 +183,11 @@ def _timed_rows(op, shape, impls, args, errs, repeats) -> list:
     for pass_name, wrap in (("fwd", lambda f: f), ("fwd+bwd", _fwd_bwd)):
         times = {}
         for name, fn in impls.items():
+            _progress(f"{op} {shape} {pass_name}: timing {name}")
             try:
                 times[name] = _time(wrap(fn), *args, repeats=repeats)
             except Exception as err:
-                times[name] = f"n/a ({type(err).__name__})"
+                times[name] = _not_available(err)
         rows += _rows(op, shape, pass_name, times, errs)
     return rows
 
@@ -158,6 +195,7 @@ def _timed_rows(op, shape, impls, args, errs, repeats) -> list:
 def _checks(kernel_fn, reference_fn, args, check: bool, name: str) -> dict:
     if not check:
         return {}
+    _progress(f"checking {name} against its reference (compiling both, fwd+bwd)")
     try:
         return {name: _check_against(kernel_fn, reference_fn, args)}
     except Exception as err:  # a kernel that fails to compile is a failed check, not a crash
@@ -187,7 +225,7 @@ def bench_attention(shapes, dtype, repeats, kernel, check=False):
                 try:
                     times[label] = _time(_fwd_bwd(fn), q, k, v, repeats=repeats)
                 except Exception as err:
-                    times[label] = f"n/a ({type(err).__name__})"
+                    times[label] = _not_available(err)
             rows += _rows("attention", shape, "fwd+bwd", times, errs, base="xla+dropout")
     return rows
 
@@ -281,23 +319,31 @@ def bench_ntm(shapes, steps, dtype, repeats, kernel, check=False):
 # ------------------------------------------------------------------------------------- table
 
 
+def _not_available(err: Exception) -> str:
+    return f"n/a ({type(err).__name__}: {str(err).splitlines()[0][:80] if str(err) else ''})"
+
+
 def _rows(op, shape, pass_name, times, errs=None, base="xla"):
+    """Table rows; ``times`` maps an implementation to (ms, first-call s) or an n/a string."""
     errs = errs or {}
 
+    def ms_of(name):
+        value = times.get(name)
+        return value[0] if isinstance(value, tuple) else None
+
     def ratio(base, name):
-        a, b = times.get(base), times.get(name)
-        if isinstance(a, float) and isinstance(b, float):
-            return f"{a / b:.2f}"
-        return ""
+        a, b = ms_of(base), ms_of(name)
+        return f"{a / b:.2f}" if a is not None and b is not None else ""
 
     rows = []
     for name, value in times.items():
-        ms = f"{value:.3f}" if isinstance(value, float) else value
-        cudnn = ratio("dpa-cudnn", name) if "dpa-cudnn" in times else ""
+        ms, first = (f"{value[0]:.3f}", f"{value[1]:.1f}") if isinstance(value, tuple) else (
+            value, "")
+        cudnn = ratio(CUDNN, name) if CUDNN in times else ""
         err = errs.get(name, "") if pass_name == "fwd+bwd" else ""
         if isinstance(err, float):
             err = f"{err:.1e} {'ok' if err < CHECK_TOL else 'FAIL'}"
-        rows.append((op, shape, pass_name, name, ms, ratio(base, name), cudnn, err))
+        rows.append((op, shape, pass_name, name, ms, first, ratio(base, name), cudnn, err))
     return rows
 
 
@@ -305,11 +351,11 @@ def _failed(rows) -> list:
     return [row for row in rows if row[-1] and not row[-1].endswith(" ok")]
 
 
-def _table(rows):
-    header = ("op", "shape", "pass", "impl", "ms", "ref/impl", "cudnn/impl", "err")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+HEADER = ("op", "shape", "pass", "impl", "ms", "first call s", "ref/impl", "cudnn/impl", "err")
+
+
+def _table_lines(rows) -> list[str]:
+    return ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _shape(text):
@@ -347,17 +393,26 @@ def main(argv=None):
     dtype = jnp.dtype(args.dtype)
     repeats = args.repeats or (10 if not tiny else 2 if args.check else 3)
     steps = args.steps or (128 if not tiny else 4 if args.check else 16)
-    rows = []
+    # One case (op, shape) at a time, its rows printed as soon as it is done, so that a case
+    # that hangs or crashes the process leaves every earlier row on the screen.
+    cases = []
     if args.op in ("attention", "all"):
         shapes = args.attention_shape or (TINY_ATTENTION if tiny else TARGET_ATTENTION)
-        rows += bench_attention(shapes, dtype, repeats, kernel, args.check)
+        cases += [(bench_attention, [shape], dtype) for shape in shapes]
     if args.op in ("xl_attention", "all"):
-        shapes = TINY_RELATIVE if tiny else TARGET_RELATIVE
-        rows += bench_relative(shapes, dtype, repeats, kernel, args.check)
+        cases += [(bench_relative, [shape], dtype)
+                  for shape in (TINY_RELATIVE if tiny else TARGET_RELATIVE)]
     if args.op in ("ntm", "all"):
         shapes = args.ntm_shape or (TINY_NTM if tiny else TARGET_NTM)
-        rows += bench_ntm(shapes, steps, jnp.float32, repeats, kernel, args.check)
-    print(_table(rows))
+        cases += [(functools.partial(bench_ntm, steps=steps), [shape], jnp.float32)
+                  for shape in shapes]
+    print("| " + " | ".join(HEADER) + " |\n|" + "---|" * len(HEADER), flush=True)
+    rows = []
+    for bench, shapes, case_dtype in cases:
+        case_rows = bench(shapes, dtype=case_dtype, repeats=repeats, kernel=kernel,
+                          check=args.check)
+        print("\n".join(_table_lines(case_rows)), flush=True)
+        rows += case_rows
     failed = _failed(rows) if args.check else []
     if failed:
         print(f"{len(failed)} kernel check(s) failed")

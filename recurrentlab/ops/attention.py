@@ -178,7 +178,7 @@ def attention(
 
     return dispatch.run("attention", impl, kernel=kernel, reference=reference,
                         diff=(q, k, v), rest=(kv_start, seed), static_key=(spec, scale, rate),
-                        refusal=refusal)
+                        refusal=refusal, head_width=max(q.shape[-1], v.shape[-1]))
 
 
 def attention_probs(

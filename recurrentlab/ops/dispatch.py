@@ -6,10 +6,11 @@
                 compile raises (a ``ConfigError`` of one line for the first two);
 ``"interpret"`` the same Pallas kernel in interpret mode (CPU; for tests); a call the kernel
                 cannot do, or a missing kernel package, takes the reference (said once);
-``"auto"``      the kernel where the platform compiles Pallas (GPU, TPU) and the kernel can do
-                the call, the reference otherwise (XLA on CPU). On an accelerator a kernel
-                that fails to lower or compile at the call's shapes falls back to the reference
-                with one warning line naming the op and the shapes.
+``"auto"``      the kernel where the platform compiles Pallas (GPU, TPU), the kernel can do
+                the call and, on a GPU, the kernel was measured no slower than the reference
+                (:data:`GPU_MEASURED`); the reference otherwise (XLA on CPU). On an
+                accelerator a kernel that fails to lower or compile at the call's shapes falls
+                back to the reference with one warning line naming the op and the shapes.
 
 Every decision to take the reference path where a kernel was asked for is said once per
 (op, reason) as a ``RuntimeWarning`` (and logged on ``recurrentlab.ops``). :func:`record`
@@ -40,6 +41,36 @@ ACCELERATORS = ("gpu", "cuda", "rocm", "tpu")
 #: op name -> the module of ``recurrentlab.kernels`` that implements it
 KERNEL_MODULES = {"attention": "memory_attention", "relative_attention": "memory_attention",
                   "ntm_memory_step": "ntm_memory"}
+
+#: Where ``impl="auto"`` takes a kernel on a GPU: only where the compiled kernel was measured
+#: no slower than the XLA reference on the device, forward + backward. Measured with
+#: ``experiments/bench/kernels.py --check`` on one NVIDIA H200, jax 0.11.2, float32
+#: (ms ratio reference / kernel; above 1 the kernel is faster):
+#:
+#: ===================================================  =========  ===========  ===========
+#: call                                                 fwd        fwd+bwd      decision
+#: ===================================================  =========  ===========  ===========
+#: attention, head width 64 (b8 h8 t512 l1536)          1.39       0.96 (1.20   kernel
+#:                                                                 w. dropout)
+#: attention, head width 256 (b2 h1 t256 l1280)         0.39       0.18         reference
+#: attention, head width 1024 (SHA-RNN, b16 t1024 l5120) 0.11      no compile   reference
+#: relative attention (Transformer-XL, b16 h8 t512      0.40       0.23         reference
+#: l1024 d64)
+#: NTM memory step (B32 N128 M20, 128 steps in a scan)  not done in 45 s        reference
+#: ===================================================  =========  ===========  ===========
+#:
+#: At width 1024 the backward asks for 262 KB of shared memory (227 KB on the chip). The NTM
+#: kernel's 128-step check did not finish within its 45 s (compile and run not separated);
+#: its single step at that shape compiles and agrees with the reference. Widths above
+#: :data:`GPU_AUTO_MAX_HEAD_WIDTH` are unmeasured between 64 and 256 and take the reference.
+#: ``impl="pallas"`` still runs every kernel; TPU is unmeasured and keeps the kernels.
+GPU_MEASURED = {
+    "relative_attention": "on a GPU the kernel was measured slower than the reference "
+                          "(0.23x forward + backward at Transformer-XL's enwik8 shape)",
+    "ntm_memory_step": "on a GPU the kernel was measured slower than the reference "
+                       "(128 steps at batch 32, 128 slots did not finish in 45 s)",
+}
+GPU_AUTO_MAX_HEAD_WIDTH = 64
 
 logger = logging.getLogger("recurrentlab.ops")
 _SAID: set[tuple[str, str]] = set()
@@ -114,14 +145,32 @@ def record() -> Iterator[list[Route]]:
         _RECORDS.remove(sink)
 
 
-def choose(op: str, impl: str, refusal: str | None = None) -> str:
+def gpu_auto_refusal(op: str, head_width: int | None = None) -> str | None:
+    """Why ``impl="auto"`` does not take the kernel of ``op`` on a GPU (None: it does), from
+    the measurements of :data:`GPU_MEASURED`. ``head_width``: max(d, e) of an attention call."""
+    if op == "attention" and head_width is not None and head_width > GPU_AUTO_MAX_HEAD_WIDTH:
+        return (f"on a GPU the kernel was measured slower than the reference at head width "
+                f"{head_width} > {GPU_AUTO_MAX_HEAD_WIDTH} (0.18x forward + backward at 256; "
+                "at 1024 its backward exceeds shared memory)")
+    return GPU_MEASURED.get(op)
+
+
+def choose(op: str, impl: str, refusal: str | None = None, *,
+           head_width: int | None = None) -> str:
     """``"xla"``, ``"pallas"`` or ``"interpret"`` for this call of ``op``.
 
     ``refusal``: why the kernel cannot do this call (None when it can). ``"pallas"`` refuses
     such a call with one line; ``"auto"`` and ``"interpret"`` take the reference and say why
-    once.
+    once. On a GPU ``"auto"`` also takes the reference (said once) where the kernel was
+    measured slower (:func:`gpu_auto_refusal`; ``head_width`` of an attention call).
     """
     resolved = resolve_impl(impl)
+    if resolved == "pallas" and impl == "auto" and _platform() in ("gpu", "cuda", "rocm"):
+        slower = gpu_auto_refusal(op, head_width)
+        if slower is not None:
+            say_once(op, f"taking the jnp reference: {slower}")
+            _note(Route(op, impl, "reference", slower))
+            return "xla"
     if resolved == "xla":
         _note(Route(op, impl, "reference"))
         return "xla"
@@ -169,6 +218,7 @@ def run(
     rest: Sequence[Any] = (),
     static_key: Any = None,
     refusal: str | None = None,
+    head_width: int | None = None,
 ):
     """Call ``kernel(*diff, *rest, interpret=...)`` or ``reference(*diff, *rest)`` for ``op``.
 
@@ -177,8 +227,9 @@ def run(
     ``impl="auto"`` on an accelerator the kernel (forward and backward) is first compiled at
     the call's shapes, once per shape; if that fails the reference runs and one warning line
     names the op, the shapes and the error. ``"pallas"`` lets the error through.
+    ``head_width``: max(d, e) of an attention call, for :func:`gpu_auto_refusal`.
     """
-    resolved = choose(op, impl, refusal)
+    resolved = choose(op, impl, refusal, head_width=head_width)
     if resolved == "xla":
         return reference(*diff, *rest)
     interpret = resolved == "interpret"
