@@ -1,9 +1,10 @@
-"""``impl="auto"`` on a GPU takes a kernel only where it was measured no slower than the
-reference on the device (``dispatch.GPU_MEASURED``): attention up to head width 64; wider
-attention, Transformer-XL's relative attention and the NTM memory step take the reference,
-said once, before any kernel is lowered. ``impl="pallas"`` still runs the kernel. The GPU is
-faked on CPU, where a compiled kernel cannot lower, so a call that reaches the kernel shows
-as a compile failure (``test_kernels_attention``) and one that does not never tries."""
+"""``impl="auto"`` on a GPU takes a kernel only where it was measured on a par with the
+reference or faster on the device (``dispatch.GPU_MEASURED``): attention up to head width 64;
+wider attention, Transformer-XL's relative attention and the NTM memory step take the
+reference, said once, before any kernel is lowered. ``impl="pallas"`` still runs the kernel.
+A call the kernel cannot do at all is refused for that reason first. The GPU is faked on CPU,
+where a compiled kernel cannot lower, so a call that reaches the kernel shows as a compile
+failure (``test_kernels_attention``) and one that does not never tries."""
 
 import jax
 import jax.numpy as jnp
@@ -41,8 +42,8 @@ def test_wide_attention_takes_the_reference_on_a_gpu(platform, width, value_widt
     q, k, v = _qkv(width, value_width)
     got, routes, said = _routes(lambda: attention(q, k, v, impl="auto"))
     np.testing.assert_array_equal(got, attention_reference(q, k, v))
-    assert [(r.path, "measured slower" in r.reason) for r in routes] == [("reference", True)]
-    assert len(said) == 1 and f"head width {max(width, value_width or 0)}" in said[0]
+    assert [(r.path, "up to head width 64" in r.reason) for r in routes] == [("reference", True)]
+    assert len(said) == 1 and f"this call's is {max(width, value_width or 0)}" in said[0]
     assert not dispatch._COMPILES  # refused before any lowering
 
 
@@ -54,7 +55,8 @@ def test_narrow_attention_goes_to_the_kernel_on_a_gpu_and_tpu(platform):
         q, k, v = _qkv(width)
         _, routes, said = _routes(lambda q=q, k=k, v=v: attention(q, k, v, impl="auto"))
         assert routes[-1].reason == "kernel failed to compile", name
-        assert all("measured slower" not in line for line in said)
+        assert all("measured slower" not in line and "up to head width" not in line
+                   for line in said)
 
 
 def test_pallas_still_runs_the_wide_kernel_on_a_gpu(platform):
@@ -96,3 +98,15 @@ def test_ntm_memory_step_takes_the_reference_on_a_gpu(platform):
         np.testing.assert_array_equal(a, w)
     assert [r.path for r in routes] == ["reference"] and "measured slower" in said[0]
     assert dispatch.choose("ntm_memory_step", "auto") == "xla"  # the NTM's fused scan path
+
+
+def test_a_call_the_kernel_cannot_do_says_so_before_the_measurement(platform):
+    platform("gpu")
+    ks = jax.random.split(jax.random.key(3), 6)
+    q, k, v = (jax.random.normal(ks[i], (1, 2, n, 8)) for i, n in enumerate((4, 6, 6)))
+    r, u, vb = (jax.random.normal(ks[3], (2, 6, 8)), jax.random.normal(ks[4], (2, 8)),
+                jax.random.normal(ks[5], (2, 8)))
+    _, routes, said = _routes(lambda: relative_attention(q, k, v, r, u, vb, same_length=True,
+                                                         impl="auto"))
+    assert [r.path for r in routes] == ["reference"] and "same_length" in routes[0].reason
+    assert all("measured" not in line for line in said)

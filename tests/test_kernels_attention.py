@@ -161,9 +161,9 @@ def test_kernels_lower_for_gpu_and_tpu(monkeypatch, platform, rate):
     [
         pytest.param(  # SHA-RNN: segment 1024 over memory 4096
             (4, 1, 1024, 5120, 1024, 1024), MaskSpec(), marks=pytest.mark.xfail(
-                jax.default_backend() == "gpu", strict=True,
+                jax.default_backend() == "gpu", strict=False,
                 reason="on an H200 the backward at head width 1024 asks for 262 KB of shared "
-                       "memory (227 KB available); auto takes the reference there")),
+                       "memory, over the per-block limit; auto takes the reference there")),
         ((2, 8, 512, 1536, 64, 64), MaskSpec()),  # Transformer-XL-like multi-head
         ((2, 8, 544, 544, 64, 64), MaskSpec(prefix=16, suffix=16)),  # RMT read/write memory
     ],

@@ -15,8 +15,9 @@ values and gradients with the jnp reference (column ``err``: max |kernel - refer
 leaves room for TF32 / MXU matmuls), times fwd and fwd+bwd against the reference and
 ``jax.nn.dot_product_attention`` (cuDNN), prints one table and exits 1 if any check fails.
 On an H200 the whole check at the target shapes did not finish in 270 s, because the NTM
-cases do not (see the measurements below): run the cases separately. Without an accelerator (or with ``--tiny``) it runs the kernels in
-interpret mode at tiny shapes, so the check itself is tested on CPU.
+cases do not (see the measurements below): run the cases separately. Without an accelerator
+(or with ``--tiny``) it runs the kernels in interpret mode at tiny shapes, so the check itself
+is tested on CPU.
 
 Rows, per shape and pass (``fwd``, ``fwd+bwd``):
 
@@ -41,15 +42,16 @@ command each under ``timeout``.
 Measured on one NVIDIA H200 (jax 0.11.2, float32, 2026-11-30), ``ref/impl`` fwd / fwd+bwd:
 attention at head width 64 (b8 h8 t512 l1536) 1.39 / 0.96 (with dropout 1.20), err 3e-4;
 width 256 (b2 t256 l1280) 0.39 / 0.18; width 1024 at the SHA-RNN shape 0.11 forward, and its
-backward does not compile (262 KB of shared memory asked, 227 KB on the chip);
+backward does not compile (262 KB of shared memory asked, over the per-block limit);
 xl_attention (b16 h8 t512 l1024 d64) 0.40 / 0.23, err 1.3e-3; the NTM's 128-step scan at
 (32, 128, 20) did not finish within 45 s. Hence ``impl="auto"`` on a GPU takes a kernel only
 for attention up to head width 64 (``recurrentlab.ops.dispatch.GPU_MEASURED``); the targets
 below are not met.
 
 Targets on a GPU: attention at the SHA-RNN shape (batch 16, segment 1024, memory 4096, d 1024)
-fwd+bwd ``cudnn/impl`` >= 0.8; NTM (32, 128, 20) and (32, 1024, 64) over 128 steps
-``xla/impl`` >= 3.
+fwd+bwd ``cudnn/impl`` >= 0.8 (cuDNN in bfloat16, so at lower precision than a float32
+kernel; cuDNN rejects head width 1024, so this one has no cuDNN row); NTM (32, 128, 20) and
+(32, 1024, 64) over 128 steps ``ref/impl`` >= 3.
 
 On CPU Pallas has no compiled backend (interpret mode is a test tool, not a speed): the script
 says so, runs tiny shapes and times only the XLA paths. Expected runtime: under a minute on
@@ -192,14 +194,14 @@ def _timed_rows(op, shape, impls, args, errs, repeats) -> list:
     return rows
 
 
-def _checks(kernel_fn, reference_fn, args, check: bool, name: str) -> dict:
+def _checks(kernel_fn, reference_fn, args, check: bool, name: str, where: str) -> dict:
     if not check:
         return {}
-    _progress(f"checking {name} against its reference (compiling both, fwd+bwd)")
+    _progress(f"{where}: checking {name} against its reference (compiling both, fwd+bwd)")
     try:
         return {name: _check_against(kernel_fn, reference_fn, args)}
     except Exception as err:  # a kernel that fails to compile is a failed check, not a crash
-        return {name: f"fails ({type(err).__name__}: {str(err).splitlines()[0][:80]})"}
+        return {name: f"fails ({_error_text(err)})"}
 
 
 def bench_attention(shapes, dtype, repeats, kernel, check=False):
@@ -211,7 +213,8 @@ def bench_attention(shapes, dtype, repeats, kernel, check=False):
         v = jax.random.normal(ks[2], (b, h, lk, d), dtype)
         shape = f"b{b} h{h} t{t} l{lk} d{d}"
         impls = _attention_impls(b, h, t, lk, MaskSpec(), kernel)
-        errs = _checks(impls.get(kernel), impls["xla"], (q, k, v), check and bool(kernel), kernel)
+        errs = _checks(impls.get(kernel), impls["xla"], (q, k, v), check and bool(kernel), kernel,
+                       f"attention {shape}")
         rows += _timed_rows("attention", shape, impls, (q, k, v), errs, repeats)
         if check and kernel:  # probability dropout: the kernel against the same hash mask
             seed = jnp.uint32(1234)
@@ -219,9 +222,10 @@ def bench_attention(shapes, dtype, repeats, kernel, check=False):
             ker = functools.partial(dispatch.kernel_module("attention").attention, dropout=0.1,
                                     seed=seed, interpret=kernel == "interpret")
             name = f"{kernel}+dropout"
-            errs = _checks(ker, ref, (q, k, v), True, name)
+            errs = _checks(ker, ref, (q, k, v), True, name, f"attention {shape}")
             times = {}
             for label, fn in (("xla+dropout", ref), (name, ker)):
+                _progress(f"attention {shape} fwd+bwd: timing {label}")
                 try:
                     times[label] = _time(_fwd_bwd(fn), q, k, v, repeats=repeats)
                 except Exception as err:
@@ -255,9 +259,10 @@ def bench_relative(shapes, dtype, repeats, kernel, check=False):
         impls = {"xla": impl_fn("xla")}
         if kernel:
             impls[kernel] = impl_fn(kernel)
-        errs = _checks(impls.get(kernel), impls["xla"], args, check and bool(kernel), kernel)
-        rows += _timed_rows("xl_attention", f"b{b} h{h} t{t} l{lk} d{d}", impls, args, errs,
-                            repeats)
+        shape = f"b{b} h{h} t{t} l{lk} d{d}"
+        errs = _checks(impls.get(kernel), impls["xla"], args, check and bool(kernel), kernel,
+                       f"xl_attention {shape}")
+        rows += _timed_rows("xl_attention", shape, impls, args, errs, repeats)
     return rows
 
 
@@ -310,17 +315,24 @@ def bench_ntm(shapes, steps, dtype, repeats, kernel, check=False):
         impls[kernel] = _ntm_scan(step)
     for batch, n, m in shapes:
         args = _ntm_inputs(batch, n, m, steps, dtype)
-        errs = _checks(impls.get(kernel), impls["xla"], args, check and bool(kernel), kernel)
-        rows += _timed_rows("ntm", f"B{batch} N{n} M{m} x{steps} steps", impls, args, errs,
-                            repeats)
+        shape = f"B{batch} N{n} M{m} x{steps} steps"
+        errs = _checks(impls.get(kernel), impls["xla"], args, check and bool(kernel), kernel,
+                       f"ntm {shape}")
+        rows += _timed_rows("ntm", shape, impls, args, errs, repeats)
     return rows
 
 
 # ------------------------------------------------------------------------------------- table
 
 
+def _error_text(err: Exception) -> str:
+    """``Type: first line of the message`` (80 characters), safe inside a markdown cell."""
+    lines = str(err).splitlines()
+    return f"{type(err).__name__}: {lines[0][:80] if lines else ''}".replace("|", "/")
+
+
 def _not_available(err: Exception) -> str:
-    return f"n/a ({type(err).__name__}: {str(err).splitlines()[0][:80] if str(err) else ''})"
+    return f"n/a ({_error_text(err)})"
 
 
 def _rows(op, shape, pass_name, times, errs=None, base="xla"):

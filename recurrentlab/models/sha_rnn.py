@@ -317,7 +317,7 @@ class SHARNN(SequenceModel):
         dropout_input: float = 0.1,  # on the embedding output (authors' dropouti)
         dropout_hidden: float = 0.1,  # after LSTM, attention, inside and after Boom (dropouth)
         dropout_attn: float = 0.1,  # on attention q and v (authors: dropouth)
-        dropout_attn_probs: float = 0.1,  # on attention probabilities; >0 bypasses a fused kernel
+        dropout_attn_probs: float = 0.1,  # on attention probabilities (in the kernel too)
         dropout_output: float = 0.1,  # on the last block's output, before the decoder (dropout)
         impl: str = "auto",  # attention implementation: auto | xla | pallas | interpret
         lstm_unroll: int = 1,  # jax.lax.scan unroll of the LSTM over time
