@@ -3,6 +3,8 @@ every kernel runs (interpret mode), is checked against its reference and timed, 
 a kernel that disagrees with its reference fails the check."""
 
 import importlib.util
+import os
+import subprocess
 import types
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import jax.numpy as jnp
 from recurrentlab.ops import dispatch
 
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "bench" / "kernels.py"
+DEVICE_CHECK = SCRIPT.with_name("device_check.sh")
 
 
 def _bench():
@@ -42,3 +45,15 @@ def test_a_wrong_kernel_fails_the_check(capsys, monkeypatch):
                           "--attention-shape", "1,1,8,24,8"])
     out = capsys.readouterr().out
     assert code == 1 and "FAIL" in out and "check(s) failed" in out
+
+
+def test_device_check_reports_a_case_that_hangs_and_fails():
+    """The one-command device check runs each case in its own process under CASE_TIMEOUT; a
+    case that does not finish is a row saying so (with where it stopped) and exit status 1."""
+    done = subprocess.run(["bash", str(DEVICE_CHECK), "--tiny"], capture_output=True, text=True,
+                          cwd=SCRIPT.parents[2], env={**os.environ, "CASE_TIMEOUT": "1"},
+                          timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if "timeout after 1 s" in line]
+    assert [row.split("|")[1].strip() for row in rows] == [
+        "--op attention", "--op xl_attention", "--op ntm"]
