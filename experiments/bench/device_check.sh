@@ -9,8 +9,8 @@
 # Run it where the package is installed (`pip install -e .`; `pip install --no-deps -e .` on a
 # machine whose image already holds jax, flax and the rest).
 #
-# CASE_TIMEOUT (seconds per case, default 90) and TEST_TIMEOUT (the accelerator tests, default
-# 300) bound the run: at most 8 x 90 + 300 s, about 3-5 minutes when every case finishes
+# CASE_TIMEOUT (seconds per case, default 60) and TEST_TIMEOUT (the accelerator tests, default
+# 300) bound the run: at most 8 x 60 + 300 s = 13 min, about 6 min when every case finishes
 # (~25 s each on an H200). Exit status 1 if a case failed its check or timed out, or a test
 # failed. Cases (target shapes; see kernels.py's docstring for what each measures):
 set -uo pipefail
@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED=1
 tiny=""
 [ "${1:-}" = "--tiny" ] && tiny="--tiny"
 py=${PYTHON:-python3}
-case_timeout=${CASE_TIMEOUT:-90}
+case_timeout=${CASE_TIMEOUT:-60}
 if [ -n "$tiny" ]; then
   cases=("--op attention" "--op xl_attention" "--op ntm")
 else
