@@ -57,3 +57,10 @@ def test_device_check_reports_a_case_that_hangs_and_fails():
     rows = [line for line in done.stdout.splitlines() if "timeout after 1 s" in line]
     assert [row.split("|")[1].strip() for row in rows] == [
         "--op attention", "--op xl_attention", "--op ntm"]
+
+
+def test_device_check_refuses_an_unknown_argument_in_one_line():
+    done = subprocess.run(["bash", str(DEVICE_CHECK), "--tiy"], capture_output=True, text=True,
+                          cwd=SCRIPT.parents[2], timeout=30)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "unknown argument '--tiy'" in done.stderr

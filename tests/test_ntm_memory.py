@@ -313,6 +313,20 @@ def test_auto_falls_back_when_the_kernel_fails_to_compile(fresh_dispatch):
         jax.block_until_ready(nm.memory_step(*args, impl="pallas"))
 
 
+def test_auto_takes_the_reference_on_a_gpu(fresh_dispatch, monkeypatch):
+    """On a GPU the kernel was measured slower (its 128-step scan did not finish in 45 s on an
+    H200): auto takes the reference before any lowering, and the NTM model's layout choice
+    (``dispatch.choose``) says the same, so it takes its fused M^T scan."""
+    monkeypatch.setattr(fresh_dispatch, "_platform", lambda: "gpu")
+    args = to_jax(*random_inputs(4, 2, 6, 3, 1, 1, 1))
+    with fresh_dispatch.record() as routes, pytest.warns(RuntimeWarning, match="measured slower"):
+        got = nm.memory_step(*args, impl="auto")
+    for a, b in zip(got, nm.memory_step_reference(*args), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert [r.path for r in routes] == ["reference"] and not fresh_dispatch._COMPILES
+    assert fresh_dispatch.choose("ntm_memory_step", "auto") == "xla"
+
+
 def test_missing_kernel_package_auto_falls_back_pallas_refuses(fresh_dispatch, monkeypatch):
     from recurrentlab.errors import ConfigError
 

@@ -131,3 +131,20 @@ def test_positional_kernels_lower_for_gpu_and_tpu(monkeypatch, platform):
         disabled_checks=[export.DisabledSafetyCheck.custom_call(target)],
     )(q, k, k, q, r, kv)
     assert exported.mlir_module().count(f"@{target}(") == 3  # forward, dq, dk/dv
+
+
+def test_auto_takes_the_reference_on_a_gpu_after_any_refusal_of_its_own(monkeypatch):
+    """On a GPU the positional kernel was measured slower (0.23x forward + backward on an H200):
+    auto takes the reference, said once, before any lowering; a call the kernel cannot do at
+    all (same_length) keeps its own reason."""
+    monkeypatch.setattr(dispatch, "_SAID", set())
+    monkeypatch.setattr(dispatch, "_COMPILES", {})
+    monkeypatch.setattr(dispatch, "_platform", lambda: "gpu")
+    args = _inputs()
+    with record() as routes, pytest.warns(RuntimeWarning, match="measured slower"):
+        got = relative_attention(*args, impl="auto")
+    np.testing.assert_array_equal(got, relative_attention(*args, impl="xla"))
+    assert [r.path for r in routes] == ["reference"] and not dispatch._COMPILES
+    with record() as routes, pytest.warns(RuntimeWarning, match="same_length"):
+        relative_attention(*args, same_length=True, impl="auto")
+    assert "same_length" in routes[0].reason

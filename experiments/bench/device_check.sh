@@ -16,7 +16,11 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 tiny=""
-[ "${1:-}" = "--tiny" ] && tiny="--tiny"
+case "${1:-}" in
+  "") ;;
+  --tiny) tiny="--tiny" ;;
+  *) echo "device_check.sh: unknown argument '$1'; use --tiny or nothing" >&2; exit 2 ;;
+esac
 py=${PYTHON:-python3}
 case_timeout=${CASE_TIMEOUT:-60}
 if [ -n "$tiny" ]; then
@@ -59,9 +63,8 @@ if [ -z "$tiny" ]; then
   tests="$(tail -n 1 "$log/tests.out") (exit $rc)"
   [ $rc -ne 0 ] && status=1
 fi
-head -n 1 "$log/0.out" 2>/dev/null | grep '^backend' || true
-echo "| op | shape | pass | impl | ms | first call s | ref/impl | cudnn/impl | err |"
-echo "|---|---|---|---|---|---|---|---|---|"
+grep -h -m 1 '^backend' "$log"/*.out | head -n 1
+grep -h -m 1 -A 1 '^| op |' "$log"/*.out | head -n 2  # kernels.py's header, from any case
 for i in "${!cases[@]}"; do cat "$log/$i.rows"; done
 echo
 echo "accelerator tests: $tests"

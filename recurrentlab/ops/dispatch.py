@@ -9,9 +9,9 @@
 ``"auto"``      the kernel where the platform compiles Pallas (GPU, TPU), the kernel can do
                 the call and, on a GPU, the kernel was measured on a par with the reference
                 or faster (:data:`GPU_MEASURED`, :data:`GPU_AUTO_MAX_HEAD_WIDTH`); the
-                reference otherwise (XLA on CPU). On an
-                accelerator a kernel that fails to lower or compile at the call's shapes falls
-                back to the reference with one warning line naming the op and the shapes.
+                reference otherwise (XLA on CPU). On an accelerator a kernel that fails to
+                lower or compile at the call's shapes falls back to the reference with one
+                warning line naming the op and the shapes.
 
 Every decision to take the reference path where a kernel was asked for is said once per
 (op, reason) as a ``RuntimeWarning`` (and logged on ``recurrentlab.ops``). :func:`record`
@@ -37,7 +37,8 @@ from recurrentlab.errors import ConfigError
 
 Impl = Literal["auto", "xla", "pallas", "interpret"]
 IMPLS: tuple[str, ...] = ("auto", "xla", "pallas", "interpret")
-ACCELERATORS = ("gpu", "cuda", "rocm", "tpu")
+GPUS = ("gpu", "cuda", "rocm")
+ACCELERATORS = (*GPUS, "tpu")
 
 #: op name -> the module of ``recurrentlab.kernels`` that implements it
 KERNEL_MODULES = {"attention": "memory_attention", "relative_attention": "memory_attention",
@@ -171,16 +172,18 @@ def choose(op: str, impl: str, refusal: str | None = None, *,
         if impl == "pallas":
             raise ConfigError(f"{op}: impl='pallas' cannot run this call: {refusal}; "
                               "use impl='auto' or 'xla'")
-        say_once(op, f"taking the jnp reference: {refusal}")
-        _note(Route(op, impl, "reference", refusal))
-        return "xla"
-    if impl == "auto" and _platform() in ("gpu", "cuda", "rocm"):
+        return _take_reference(op, impl, refusal)
+    if impl == "auto" and _platform() in GPUS:
         slower = gpu_auto_refusal(op, head_width)
         if slower is not None:
-            say_once(op, f"taking the jnp reference: {slower}")
-            _note(Route(op, impl, "reference", slower))
-            return "xla"
+            return _take_reference(op, impl, slower)
     return resolved
+
+
+def _take_reference(op: str, impl: str, reason: str) -> str:
+    say_once(op, f"taking the jnp reference: {reason}")
+    _note(Route(op, impl, "reference", reason))
+    return "xla"
 
 
 def _abstract(tree):
