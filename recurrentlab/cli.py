@@ -215,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list registered models")
     models.set_defaults(run=cmd_models, overrides=False)
 
-    bench = sub.add_parser("bench", help="benchmark train steps, memory and compile time")
+    bench = sub.add_parser("bench", help="benchmark train steps, memory and compile time; "
+                           "profile them per compiled operation (--config.kind=profile)")
     bench.add_argument("--config", required=True, help="bench config file, optionally FILE:ARG")
     bench.add_argument("--out", type=Path, default=None, help="write bench.md and bench.json here")
     bench.set_defaults(run=cmd_bench)

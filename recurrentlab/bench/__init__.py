@@ -1,4 +1,5 @@
-"""Benchmarks: throughput against peers, memory against the BPTT horizon, compile time.
+"""Benchmarks: throughput against peers, memory against the BPTT horizon, compile time, and
+profiles of a step per compiled operation.
 
 ``recurrentlab bench --config experiments/bench/<name>.py [--out DIR]`` runs a bench config
 (:func:`recurrentlab.bench.config.bench_config`) and writes ``bench.md`` and ``bench.json``.

@@ -15,13 +15,13 @@ import ml_collections
 
 from recurrentlab.config import base_config
 
-KINDS = ("throughput", "memory_vs_horizon", "compile_time")
+KINDS = ("throughput", "memory_vs_horizon", "compile_time", "profile")
 
 
 def bench_config(kind: str = "throughput") -> ml_collections.ConfigDict:
     """The defaults of every bench config."""
     c = ml_collections.ConfigDict()
-    c.kind = kind  # throughput | memory_vs_horizon | compile_time
+    c.kind = kind  # throughput | memory_vs_horizon | compile_time | profile
     c.seed = 0  # parameters and the random token windows
     c.vocab_size = 256  # byte-level vocabulary
     c.warmup = 2  # untimed repeats after compilation
@@ -46,6 +46,10 @@ def bench_config(kind: str = "throughput") -> ml_collections.ConfigDict:
     c.unroll_steps = True  # also run the step at each unroll (tokens/s), not only compile it
     c.run_configs = ()  # run config files compiled on abstract inputs (e.g. enwik8)
     c.compile_budget_s = 60.0  # the run configs' compile time target
+
+    # profile (any config: --config.kind=profile; bench/profile.py)
+    c.profile_steps = 2  # train steps traced with jax.profiler, after `warmup` runs of them
+    c.profile_top = 25  # operations listed per program, slowest first
     return c
 
 

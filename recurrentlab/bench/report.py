@@ -197,12 +197,50 @@ def compile_markdown(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def profile_markdown(result: dict[str, Any]) -> list[str]:
+    top = result["config"]["profile_top"]
+    lines = ["# Where the train step's time goes, per compiled operation", ""]
+    for row in result["rows"]:
+        lines += [f"## {row['label']} ({row['model']}, batch {row['batch_size']} × window "
+                  f"{row['window']})", ""]
+        for name, p in row["programs"].items():
+            lines += [f"### {name}", "",
+                      f"{p['wall_ms']:,.1f} ms per step untraced, {p['traced_wall_ms']:,.1f} "
+                      f"traced; {p['calls_per_step']:,.0f} operation calls per step, "
+                      f"{p['op_ms_per_step']:,.1f} ms summed (mean over {p['steps']} steps).", ""]
+            if p["loops"]:
+                lines += _table(["loop", "trips/step", "ops per trip", "ms/step", "us/trip",
+                                 "source"],
+                                [[g["loop"], _num(g["trips"], ",.0f"), str(g["ops"]),
+                                  _num(g["ms_per_step"], ",.1f"), _num(g["us_per_trip"], ",.1f"),
+                                  f"`{g['source'][-70:]}`"]
+                                 for g in p["loops"]]) + [""]
+            lines += _table(["op", "opcode", "shape", "loop", "calls/step", "us/call",
+                             "ms/step", "source"],
+                            [[o["op"], o["opcode"], f"`{o['shape']}`", o["loop"] or "—",
+                              _num(o["calls_per_step"], ",.0f"), _num(o["us_per_call"], ",.1f"),
+                              _num(o["ms_per_step"], ",.2f"), f"`{o['source'][-70:]}`"]
+                             for o in p["ops"][:top]])
+            if p.get("trace"):
+                lines += ["", f"Trace: `{p['trace']}` (https://ui.perfetto.dev)."]
+            lines.append("")
+        for peer, why in row["skipped"].items():
+            lines.append(f"- {peer}: not profiled ({why}).")
+        if row["skipped"]:
+            lines.append("")
+    lines.append("ms/step of an operation the runtime ran asynchronously spans its start to its "
+                 "end, so it may overlap others. Tracing adds a little to every operation.")
+    return lines
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     kind = result["kind"]
     if kind == "throughput":
         lines = throughput_markdown(result)
     elif kind == "memory_vs_horizon":
         lines = memory_markdown(result)
+    elif kind == "profile":
+        lines = profile_markdown(result)
     else:
         lines = compile_markdown(result)
     if not result.get("complete", True):

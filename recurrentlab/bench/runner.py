@@ -1,6 +1,6 @@
 """``run_bench(config, out)``: run a bench config and write ``bench.md`` and ``bench.json``.
 
-Three kinds of bench config (``config.kind``):
+Four kinds of bench config (``config.kind``):
 
 * ``throughput``: per entry, training tokens/s of the full train step (median of timed repeats
   after warmup), compile time, peak memory and greedy generation latency per token, plus a
@@ -11,6 +11,9 @@ Three kinds of bench config (``config.kind``):
 * ``compile_time``: compile time of every entry's train step at several K (the K segments are
   a ``lax.scan``, so it should not grow with K), the effect of ``train.scan_unroll``, and the
   compile time of run config files (e.g. enwik8) on abstract inputs.
+* ``profile``: per entry, where its train step's time goes, per compiled operation, from a
+  ``jax.profiler`` trace of a few steps (:mod:`recurrentlab.bench.profile`); the same for each
+  peer that is an XLA program. Any bench config runs as one with ``--config.kind=profile``.
 
 Timings are wall-clock on whatever else the machine runs; compare ratios within one run.
 """
@@ -34,6 +37,7 @@ import numpy as np
 
 from recurrentlab import xla_cpu
 from recurrentlab.bench import measure, peers
+from recurrentlab.bench import profile as step_profile
 from recurrentlab.bench.config import KINDS
 from recurrentlab.bench.report import to_markdown
 from recurrentlab.config import load_config_file
@@ -235,8 +239,45 @@ def compile_time(config: ml_collections.ConfigDict, log: Callable[[str], None],
     return partial
 
 
+def profile(config: ml_collections.ConfigDict, log: Callable[[str], None],
+            save: Callable[[dict], None], out: Path | None = None) -> dict[str, Any]:
+    """Per entry: its train step and every peer that is an XLA program, each traced for
+    ``profile_steps`` steps after ``warmup`` untraced runs (:mod:`recurrentlab.bench.profile`);
+    with ``out``, the traces go to ``out/profile/<entry>/<program>/``."""
+    rows = []
+    for label, entry in config.entries.items():
+        steps = int(config.profile_steps)
+        rc = _entry_config(config, entry)
+        log(f"[bench] {label}: compile the train step {_shape(rc)}")
+        programs = {"ours": measure.PreparedTrain(rc, config.vocab_size, steps_per_repeat=steps)}
+        skipped = {}
+        for peer in config.peers:
+            log(f"[bench] {label}: prepare peer {peer}")
+            got = peers.prepare_peer(peer, rc, config.vocab_size, steps_per_repeat=steps,
+                                     threads=torch_threads(config))
+            if isinstance(got, str):
+                skipped[peer] = got
+            elif getattr(got, "compiled", None) is None:
+                skipped[peer] = "not an XLA program"
+            else:
+                programs[peer] = got
+        row = {"label": label, "model": entry.model.name, **_shape(rc), "programs": {},
+               "skipped": skipped}
+        for name, program in programs.items():
+            for _ in range(config.warmup):
+                program.run()
+            log(f"[bench] {label}: trace {steps} steps of {name}")
+            folder = None if out is None else Path(out) / "profile" / label / name
+            row["programs"][name] = step_profile.profile_program(
+                program.run, program.compiled, steps=steps, log_dir=folder)
+        del programs
+        rows.append(row)
+        save({"rows": rows})
+    return {"rows": rows}
+
+
 _KIND_FUNCTIONS = {"throughput": throughput, "memory_vs_horizon": memory_vs_horizon,
-                   "compile_time": compile_time}
+                   "compile_time": compile_time, "profile": profile}
 
 
 def run_bench(config: ml_collections.ConfigDict, out: str | Path | None = None, *,
@@ -256,6 +297,9 @@ def run_bench(config: ml_collections.ConfigDict, out: str | Path | None = None, 
     if not (math.isfinite(config.min_repeat_s) and config.min_repeat_s >= 0):
         raise ConfigError(f"min_repeat_s must be >= 0 seconds and finite, got "
                           f"{config.min_repeat_s}")
+    if config.kind == "profile" and (config.profile_steps < 1 or config.profile_top < 1):
+        raise ConfigError(f"profile_steps and profile_top must be >= 1, got "
+                          f"{config.profile_steps} and {config.profile_top}")
     for label, e in config.entries.items():
         if _steps_per_repeat(config, e) < 1:
             raise ConfigError(f"bench entry '{label}': steps_per_repeat must be >= 1 (0 in an "
@@ -273,7 +317,8 @@ def run_bench(config: ml_collections.ConfigDict, out: str | Path | None = None, 
             json.dumps(current, indent=2, default=_json_default) + "\n")
         (folder / "bench.md").write_text(to_markdown(current))
 
-    result.update(_KIND_FUNCTIONS[config.kind](config, log, save))
+    extra = {"out": None if out is None else Path(out)} if config.kind == "profile" else {}
+    result.update(_KIND_FUNCTIONS[config.kind](config, log, save, **extra))
     result["complete"] = True
     save({})
     return result
