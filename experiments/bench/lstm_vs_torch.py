@@ -82,21 +82,23 @@ gain. Earlier: ``scan_unroll`` 2 and 4 (no gain; 4 is 3% slower), σ as 0.5 + 0.
 (2.7% faster, but 8.5e-5 relative error where σ > 1e-3, against 1.2e-7).
 
 Profiled per compiled operation (2026-11-30, the command with ``--config.kind=profile
---config.peers='("matmul_floor",)'``, two threads; ``recurrentlab.bench.profile``): our step
-283 ms, the floor's 254. A forward trip of ours takes 276-279 us in 14 operations (the
-recurrent product 214-217 us, σ of all of z 23, tanh g 7, tanh c 6, the seven row writes ~21
-in all), the floor's 184-186 us in 4 (its product 175-177 us); a backward trip of ours 227-229
-us in 9. So the two forward loops are ~24 of the ~29 ms between the steps, 10 ms of them the
-same product running slower inside our loop than inside the floor's (202 against 186 us per
+--config.peers='("matmul_floor",)'``, two threads; ``recurrentlab.bench.profile``), the two
+quietest of five runs on a machine busy with other work: a forward trip of ours takes 274-283
+us, wall time, in 14 operations (the recurrent product 214-229 us, σ of all of z 23, tanh g 7,
+tanh c 6, the seven row writes ~21 in all), the floor's 184-196 us in 4 (its product 175-177
+us); a backward trip of ours 211-231 us in 9. In the quietest run our step was 283 ms and the
+floor's 254. So the two forward loops are ~24 of the ~29 ms between the steps, 10 ms of them
+the same product running slower inside our loop than inside the floor's (202 against 186 us per
 call with each loop alone). Not the second thread waking up: a loop of the product and 2, 5 or
-10 chained elementwise operations (25-120 us between products) runs it at 187-192 us. Tried
-the same day and dropped: the input projection and the recurrence as one custom VJP per layer,
-the input gradient first (the compiled step is the same program up to the order of two
-weight-gradient products; its apparent 2% was noise); the weight-gradient products made to
-wait for the input gradient so that they overlap the next layer's backward loop (they did, the
-loop slowed by what they saved: 270.1 against 269.8 ms, min of 25 interleaved); σ on three
-[b, h] slices (275 -> 305 us per trip); the XLA options ``xla_cpu_use_onednn`` and
-``xla_cpu_use_xnnpack`` (not in this jaxlib: the same program),
+10 chained elementwise operations (25-120 us between products) runs it at 187-192 us. Tried the
+same day and dropped (these and the two loop measurements just above were one-off scripts timed
+in one process, interleaved, not kept in the repository): the input projection and the
+recurrence as one custom VJP per layer, the input gradient first (the compiled step is the same
+program up to the order of two weight-gradient products; its apparent 2% was noise); the
+weight-gradient products made to wait for the input gradient so that they overlap the next
+layer's backward loop (they did, the loop slowed by what they saved: 270.1 against 269.8 ms,
+min of 25 interleaved); σ on three [b, h] slices (275 -> 305 us per trip); the XLA options
+``xla_cpu_use_onednn`` and ``xla_cpu_use_xnnpack`` (not in this jaxlib: the same program),
 ``xla_cpu_parallel_codegen_split_count=1`` (the same partitions) and
 ``xla_cpu_experimental_ynn_fusion_type=""`` (Eigen products: 0.72-0.79 of the floor). What is
 left is the cell's elementwise step between two products, ~60 us of small operations per trip

@@ -114,13 +114,14 @@ of stacked residuals before the forward loop (JAX's scan lowers its stacked outp
 to a broadcast of zeros, on every backend in jax 0.10).
 
 Profiled per compiled operation (2026-11-30, ``taskset -c 0`` and the command with
-``--config.kind=profile --config.peers='()' --config.profile_steps=10``): the batch-32 step
-is 15.7 ms, 13.2 of them in its two loops of 41 trips, 54 operations per forward trip (111 us)
-and 73 per backward trip (210 us), a few microseconds each. The largest is the backward's
-controller product ``dz [b, 4d] x W_[r,h]^T`` (25 us per call), which XLA runs with the
-weights' transpose folded into the product: with the transpose made once before the loop, the
-same loop shape runs 3 us faster per trip (~1% of the step; left as is, since it moves the
-gradients in their last bits).
+``--config.kind=profile --config.peers='()' --config.profile_steps=10``): the batch-32 step is
+15.7-16.9 ms in two runs, 13.2-13.9 of them in its two loops of 41 trips: 54 operations per
+forward trip (111-117 us) and 73 per backward trip (210-222 us), a few microseconds each. The
+largest is the backward's controller product ``dz [b, 4d] x W_[r,h]^T`` (25 us per call), which
+XLA runs with the weights' transpose folded into the product: with the transpose made once
+before the loop, a loop of the same shapes (a one-off script) runs 3 us faster per trip (~1% of
+the step; left as is, since it moves the gradients in their last bits).
+
 Our SHA-RNN step went from 494 to 321-345 ms, the torch peer's from 486 to 456-487 ms (both
 run in this process, so torch gains from the host-memory setting too). What made the
 difference, each measured on our step alone (min of 5 after 3 warmups, one core):

@@ -64,6 +64,7 @@ from recurrentlab.bench import measure
 PEERS = ("lstm_scan", "flax", "torch", "torch_aten", "matmul_floor", "jax_rnn",
          "torch_batched_shift")
 TORCH_MODELS = ("sha_rnn", "ntm")  # models with an authors'-style torch peer (torch_peers.py)
+TORCH_PEERS = ("torch", "torch_aten", "torch_batched_shift")  # not XLA programs
 _DROPOUTS = ("dropout", "dropouth", "dropouti", "dropoute", "wdrop")
 
 

@@ -197,6 +197,13 @@ def compile_markdown(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _source(text: str, width: int = 70) -> str:
+    """An HLO operation's JAX source for a table cell: its last ``width`` characters."""
+    if not text:
+        return "—"
+    return f"`{text}`" if len(text) <= width else f"`…{text[-width:]}`"
+
+
 def profile_markdown(result: dict[str, Any]) -> list[str]:
     top = result["config"]["profile_top"]
     lines = ["# Where the train step's time goes, per compiled operation", ""]
@@ -205,21 +212,27 @@ def profile_markdown(result: dict[str, Any]) -> list[str]:
                   f"{row['window']})", ""]
         for name, p in row["programs"].items():
             lines += [f"### {name}", "",
-                      f"{p['wall_ms']:,.1f} ms per step untraced, {p['traced_wall_ms']:,.1f} "
-                      f"traced; {p['calls_per_step']:,.0f} operation calls per step, "
-                      f"{p['op_ms_per_step']:,.1f} ms summed (mean over {p['steps']} steps).", ""]
+                      f"{p['wall_ms']:,.2f} ms per step untraced, {p['traced_wall_ms']:,.2f} "
+                      f"traced (mean over {p['steps']} steps); {p['calls_per_step']:,.0f} "
+                      f"operation calls per step, {p['op_ms_per_step']:,.2f} ms summed; "
+                      f"tracing added {p['tracer_us_per_call']:,.1f} us per call.", ""]
+            if p["wall_ms"] > 0 and p["traced_wall_ms"] > 1.2 * p["wall_ms"]:
+                lines += [f"Tracing made this step {p['traced_wall_ms'] / p['wall_ms']:.1f}x "
+                          "slower: the times of its short operations are largely the "
+                          "tracer's.", ""]
             if p["loops"]:
-                lines += _table(["loop", "trips/step", "ops per trip", "ms/step", "us/trip",
-                                 "source"],
-                                [[g["loop"], _num(g["trips"], ",.0f"), str(g["ops"]),
-                                  _num(g["ms_per_step"], ",.1f"), _num(g["us_per_trip"], ",.1f"),
-                                  f"`{g['source'][-70:]}`"]
+                lines += _table(["loop", "trips/step", "us/trip", "ms/step", "ops per trip",
+                                 "op us/trip", "source"],
+                                [[g["loop"], _num(g["trips"], ",.0f"), _num(g["us_per_trip"],
+                                                                            ",.1f"),
+                                  _num(g["ms_per_step"], ",.2f"), str(g["ops"]),
+                                  _num(g["op_us_per_trip"], ",.1f"), _source(g["source"])]
                                  for g in p["loops"]]) + [""]
             lines += _table(["op", "opcode", "shape", "loop", "calls/step", "us/call",
                              "ms/step", "source"],
                             [[o["op"], o["opcode"], f"`{o['shape']}`", o["loop"] or "—",
                               _num(o["calls_per_step"], ",.0f"), _num(o["us_per_call"], ",.1f"),
-                              _num(o["ms_per_step"], ",.2f"), f"`{o['source'][-70:]}`"]
+                              _num(o["ms_per_step"], ",.2f"), _source(o["source"])]
                              for o in p["ops"][:top]])
             if p.get("trace"):
                 lines += ["", f"Trace: `{p['trace']}` (https://ui.perfetto.dev)."]
@@ -228,8 +241,11 @@ def profile_markdown(result: dict[str, Any]) -> list[str]:
             lines.append(f"- {peer}: not profiled ({why}).")
         if row["skipped"]:
             lines.append("")
-    lines.append("ms/step of an operation the runtime ran asynchronously spans its start to its "
-                 "end, so it may overlap others. Tracing adds a little to every operation.")
+    lines.append("A loop's us/trip is wall time from one trip's start to the next (median); op "
+                 "us/trip sums its body's own operations (more: they overlapped; less: the "
+                 "trip waited between them). An operation the runtime ran asynchronously "
+                 "counts from its start to its end or its first reader's start, so it may "
+                 "overlap others.")
     return lines
 
 

@@ -92,7 +92,7 @@ def _shape(rc: ml_collections.ConfigDict) -> dict[str, int]:
 
 
 def throughput(config: ml_collections.ConfigDict, log: Callable[[str], None],
-               save: Callable[[dict], None]) -> dict[str, Any]:
+               save: Callable[[dict], None], out: Path | None = None) -> dict[str, Any]:
     """Per entry: our train step and its peers, compiled first, then timed interleaved."""
     rows = []
     for label, entry in config.entries.items():
@@ -147,7 +147,7 @@ def _slope(xs: list[float], ys: list[float]) -> float:
 
 
 def memory_vs_horizon(config: ml_collections.ConfigDict, log: Callable[[str], None],
-                      save: Callable[[dict], None]) -> dict[str, Any]:
+                      save: Callable[[dict], None], out: Path | None = None) -> dict[str, Any]:
     rows, summary = [], []
     for label, entry in config.entries.items():
         per_remat = {}
@@ -191,7 +191,7 @@ def _expand(patterns) -> list[str]:
 
 
 def compile_time(config: ml_collections.ConfigDict, log: Callable[[str], None],
-                 save: Callable[[dict], None]) -> dict[str, Any]:
+                 save: Callable[[dict], None], out: Path | None = None) -> dict[str, Any]:
     by_k, unroll, run_configs = [], [], []
     partial = {"by_segments": by_k, "unroll": unroll, "run_configs": run_configs}
     for label, entry in config.entries.items():
@@ -252,13 +252,14 @@ def profile(config: ml_collections.ConfigDict, log: Callable[[str], None],
         programs = {"ours": measure.PreparedTrain(rc, config.vocab_size, steps_per_repeat=steps)}
         skipped = {}
         for peer in config.peers:
+            if peer in peers.TORCH_PEERS:
+                skipped[peer] = "not an XLA program"
+                continue
             log(f"[bench] {label}: prepare peer {peer}")
             got = peers.prepare_peer(peer, rc, config.vocab_size, steps_per_repeat=steps,
                                      threads=torch_threads(config))
             if isinstance(got, str):
                 skipped[peer] = got
-            elif getattr(got, "compiled", None) is None:
-                skipped[peer] = "not an XLA program"
             else:
                 programs[peer] = got
         row = {"label": label, "model": entry.model.name, **_shape(rc), "programs": {},
@@ -276,6 +277,8 @@ def profile(config: ml_collections.ConfigDict, log: Callable[[str], None],
     return {"rows": rows}
 
 
+# Every kind: (config, log, save, out) -> result; save(partial) rewrites OUT's files, and OUT
+# (None: no files) is where the profile kind also keeps its traces.
 _KIND_FUNCTIONS = {"throughput": throughput, "memory_vs_horizon": memory_vs_horizon,
                    "compile_time": compile_time, "profile": profile}
 
@@ -297,6 +300,9 @@ def run_bench(config: ml_collections.ConfigDict, out: str | Path | None = None, 
     if not (math.isfinite(config.min_repeat_s) and config.min_repeat_s >= 0):
         raise ConfigError(f"min_repeat_s must be >= 0 seconds and finite, got "
                           f"{config.min_repeat_s}")
+    if config.warmup < 0 or config.repeats < 1:
+        raise ConfigError(f"warmup must be >= 0 and repeats >= 1, got {config.warmup} and "
+                          f"{config.repeats}")
     if config.kind == "profile" and (config.profile_steps < 1 or config.profile_top < 1):
         raise ConfigError(f"profile_steps and profile_top must be >= 1, got "
                           f"{config.profile_steps} and {config.profile_top}")
@@ -317,8 +323,8 @@ def run_bench(config: ml_collections.ConfigDict, out: str | Path | None = None, 
             json.dumps(current, indent=2, default=_json_default) + "\n")
         (folder / "bench.md").write_text(to_markdown(current))
 
-    extra = {"out": None if out is None else Path(out)} if config.kind == "profile" else {}
-    result.update(_KIND_FUNCTIONS[config.kind](config, log, save, **extra))
+    result.update(_KIND_FUNCTIONS[config.kind](config, log, save,
+                                               None if out is None else Path(out)))
     result["complete"] = True
     save({})
     return result
