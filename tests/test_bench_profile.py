@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from recurrentlab.bench import profile
+from recurrentlab.bench import profile, report
 from recurrentlab.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,3 +191,26 @@ def test_counts_below_their_minimum_are_refused_at_the_door(tmp_path, capsys, fi
     assert status == 2 and not out.exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def _program(wall_ms, traced_ms, source):
+    op = {"op": "fusion.1", "opcode": "fusion", "shape": "f32[2]", "loop": "", "source": source,
+          "calls_per_step": 1.0, "us_per_call": 5.0, "ms_per_step": 0.005}
+    return {"ops": [op], "loops": [], "steps": 2, "module": "jit_step", "wall_ms": wall_ms,
+            "traced_wall_ms": traced_ms, "calls_per_step": 1.0, "op_ms_per_step": 0.005,
+            "tracer_us_per_call": 0.0, "trace": None}
+
+
+def test_the_table_warns_when_tracing_slowed_the_step_and_shortens_sources():
+    long_source = "transpose(jvp())/while/body/" + "x" * 80 + "/dot_general"
+    result = {"kind": "profile", "config": {"profile_top": 5}, "rows": [{
+        "label": "lstm", "model": "lstm", "batch_size": 2, "window": 4, "skipped": {},
+        "programs": {"slowed": _program(1.0, 1.5, long_source), "quiet": _program(1.0, 1.1, ""),
+                     "nameless": _program(1.0, 1.0, "mul")}}]}
+    text = "\n".join(report.profile_markdown(result))
+    (slowed, quiet, nameless) = text.split("### ")[1:]
+    assert "Tracing made this step 1.5x slower" in slowed
+    assert "Tracing made" not in quiet and "Tracing made" not in nameless
+    assert "`…" + long_source[-70:] + "`" in slowed and long_source not in slowed
+    assert "| — |" in quiet  # an operation without a JAX source
+    assert "| `mul` |" in nameless

@@ -268,7 +268,7 @@ def profile(config: ml_collections.ConfigDict, log: Callable[[str], None],
             for _ in range(config.warmup):
                 program.run()
             log(f"[bench] {label}: trace {steps} steps of {name}")
-            folder = None if out is None else Path(out) / "profile" / label / name
+            folder = None if out is None else out / "profile" / label / name
             row["programs"][name] = step_profile.profile_program(
                 program.run, program.compiled, steps=steps, log_dir=folder)
         del programs
